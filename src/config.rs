@@ -1,0 +1,316 @@
+//! Every setting of the service, read once at start from flags and the environment, and validated.
+//!
+//! Each flag mirrors an environment variable of the same name (`--dd-service` / `DD_SERVICE`); the
+//! Datadog ones are the variables Datadog's own tracers read, so a deployment configured for any
+//! Datadog tracer configures this service too. A bad value stops the program before it binds a port,
+//! with a message that names the variable (see [`ConfigError`]).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
+use url::Url;
+
+/// The service's settings. Field docs are the `--help` text.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "apm-demo",
+    version,
+    about = "The seed's Flask app in axum, traced into Datadog",
+    args_override_self = true
+)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "HOST", value_name = "HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "PORT", value_name = "PORT", default_value_t = 5050)]
+    pub port: u16,
+
+    /// Datadog service name of every span and log line.
+    #[arg(long, env = "DD_SERVICE", value_name = "DD_SERVICE", default_value = "apm-demo", value_parser = non_empty)]
+    pub dd_service: String,
+
+    /// Datadog environment (unified service tagging).
+    #[arg(long, env = "DD_ENV", value_name = "DD_ENV", default_value = "dev", value_parser = non_empty)]
+    pub dd_env: String,
+
+    /// Datadog version (unified service tagging).
+    #[arg(long, env = "DD_VERSION", value_name = "DD_VERSION", default_value = env!("CARGO_PKG_VERSION"), value_parser = non_empty)]
+    pub dd_version: String,
+
+    /// Host of the Datadog trace agent.
+    #[arg(long, env = "DD_AGENT_HOST", value_name = "DD_AGENT_HOST", default_value = "localhost", value_parser = non_empty)]
+    pub dd_agent_host: String,
+
+    /// Port of the Datadog trace agent.
+    #[arg(
+        long,
+        env = "DD_TRACE_AGENT_PORT",
+        value_name = "DD_TRACE_AGENT_PORT",
+        default_value_t = 8126
+    )]
+    pub dd_trace_agent_port: u16,
+
+    /// Full URL of the trace agent; overrides DD_AGENT_HOST and DD_TRACE_AGENT_PORT.
+    #[arg(long, env = "DD_TRACE_AGENT_URL", value_name = "DD_TRACE_AGENT_URL", value_parser = agent_url)]
+    pub dd_trace_agent_url: Option<Url>,
+
+    /// Export traces at all (false: the same binary with no exporter, for benchmarks).
+    #[arg(long, env = "DD_TRACE_ENABLED", value_name = "DD_TRACE_ENABLED", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub dd_trace_enabled: bool,
+
+    /// Share of new traces to keep, 0.0 to 1.0; an incoming sampling decision wins.
+    #[arg(long, env = "DD_TRACE_SAMPLE_RATE", value_name = "DD_TRACE_SAMPLE_RATE", default_value_t = 1.0, value_parser = sample_rate)]
+    pub dd_trace_sample_rate: f64,
+
+    /// Put dd.trace_id, dd.span_id, dd.service, dd.env and dd.version on log lines.
+    #[arg(long, env = "DD_LOGS_INJECTION", value_name = "DD_LOGS_INJECTION", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub dd_logs_injection: bool,
+
+    /// Log line format: `text` (the Flask app's) or `json` (for the Datadog Agent).
+    #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter, in tracing's EnvFilter syntax.
+    #[arg(long, env = "RUST_LOG", value_name = "RUST_LOG", default_value = "info", value_parser = log_filter)]
+    pub rust_log: String,
+}
+
+/// How log lines are written to stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// `time - target - LEVEL - message`, as the Flask app's logging.Formatter.
+    Text,
+    /// One JSON object per line, with Datadog's correlation attributes.
+    Json,
+}
+
+/// How long in-flight requests may take to finish after SIGTERM, before the server stops anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long queued spans may take to reach the agent at shutdown.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Config {
+    /// Reads the process's flags and environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::parse_from_args(std::env::args_os())
+    }
+
+    /// Reads the given flags and the process's environment.
+    pub fn parse_from_args<I, T>(args: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut command = Self::command();
+        let matches = command
+            .try_get_matches_from_mut(args)
+            .map_err(|error| ConfigError::from_clap(error, &command))?;
+        Self::from_arg_matches(&matches).map_err(|error| ConfigError::from_clap(error, &command))
+    }
+
+    /// The address to bind.
+    pub fn listen_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port)
+    }
+
+    /// The trace agent's base URL: DD_TRACE_AGENT_URL, else http://DD_AGENT_HOST:DD_TRACE_AGENT_PORT.
+    pub fn agent_url(&self) -> Url {
+        match &self.dd_trace_agent_url {
+            Some(url) => url.clone(),
+            None => {
+                let host = &self.dd_agent_host;
+                // An IPv6 literal needs brackets in a URL.
+                let host = if host.contains(':') && !host.starts_with('[') {
+                    format!("[{host}]")
+                } else {
+                    host.clone()
+                };
+                Url::parse(&format!("http://{host}:{}", self.dd_trace_agent_port))
+                    .unwrap_or_else(|_| Url::parse("http://localhost:8126").expect("valid URL"))
+            }
+        }
+    }
+}
+
+/// Why the configuration was refused, or a request for help/version text (clap's own output).
+#[derive(Debug)]
+pub enum ConfigError {
+    /// `--help` or `--version`: print and exit 0.
+    Display(clap::Error),
+    /// A bad value: the message names the environment variable.
+    Invalid(String),
+}
+
+impl ConfigError {
+    fn from_clap(error: clap::Error, command: &clap::Command) -> Self {
+        match error.kind() {
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Self::Display(error),
+            _ => {
+                let variable = error
+                    .get(ContextKind::InvalidArg)
+                    .and_then(|arg| match arg {
+                        ContextValue::String(flag) => env_name_of(command, flag),
+                        _ => None,
+                    });
+                let detail = error.render().to_string();
+                let detail = detail.trim().trim_start_matches("error: ");
+                let detail = detail.lines().next().unwrap_or(detail);
+                Self::Invalid(match variable {
+                    Some(variable) => format!("invalid configuration: {variable}: {detail}"),
+                    None => format!("invalid configuration: {detail}"),
+                })
+            }
+        }
+    }
+
+    /// The exit code: 0 for help and version, 2 (usage error) otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Display(_) => 0,
+            Self::Invalid(_) => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Display(error) => write!(f, "{}", error.render()),
+            Self::Invalid(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The environment variable behind a flag as clap renders it in errors (`--port <PORT>`).
+fn env_name_of(command: &clap::Command, rendered: &str) -> Option<String> {
+    let long = rendered.trim_start_matches("--").split([' ', '=']).next()?;
+    command
+        .get_arguments()
+        .find(|arg| arg.get_long() == Some(long))
+        .and_then(|arg| arg.get_env())
+        .map(|env| env.to_string_lossy().into_owned())
+}
+
+fn non_empty(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    if value.is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(value.to_owned())
+    }
+}
+
+fn sample_rate(value: &str) -> Result<f64, String> {
+    let rate: f64 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{value:?} is not a number"))?;
+    if (0.0..=1.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!("{rate} is outside 0.0..=1.0"))
+    }
+}
+
+fn agent_url(value: &str) -> Result<Url, String> {
+    let url = Url::parse(value.trim()).map_err(|e| format!("{value:?} is not a URL: {e}"))?;
+    match url.scheme() {
+        "http" | "https" if url.host().is_some() => Ok(url),
+        "http" | "https" => Err(format!("{value:?} has no host")),
+        "unix" => {
+            Err("unix sockets are not supported by this exporter; use http://host:port".into())
+        }
+        other => Err(format!(
+            "scheme {other:?} is not supported; use http://host:port"
+        )),
+    }
+}
+
+fn log_filter(value: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(value)
+        .map(|_| value.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        Config::parse_from_args(std::iter::once("apm-demo").chain(args.iter().copied()))
+    }
+
+    fn refusal(args: &[&str]) -> String {
+        match parse(args) {
+            Err(ConfigError::Invalid(message)) => message,
+            other => panic!("expected an invalid configuration, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_flask_app_and_datadog() {
+        // The environment of `cargo test` may set RUST_LOG etc.; flags win over it, so pin them.
+        let config = parse(&["--host", "0.0.0.0", "--port", "5050"]).unwrap();
+        assert_eq!(config.listen_addr().to_string(), "0.0.0.0:5050");
+        assert_eq!(config.dd_trace_agent_port, 8126);
+    }
+
+    #[test]
+    fn agent_url_is_built_from_host_and_port() {
+        let config = parse(&["--dd-agent-host", "agent", "--dd-trace-agent-port", "9126"]).unwrap();
+        if config.dd_trace_agent_url.is_none() {
+            assert_eq!(config.agent_url().as_str(), "http://agent:9126/");
+        }
+        let config = parse(&["--dd-trace-agent-url", "http://127.0.0.1:1/"]).unwrap();
+        assert_eq!(config.agent_url().as_str(), "http://127.0.0.1:1/");
+    }
+
+    #[test]
+    fn bad_port_names_the_variable() {
+        let message = refusal(&["--port", "abc"]);
+        assert!(message.contains("PORT"), "{message}");
+        assert!(message.contains("abc"), "{message}");
+    }
+
+    #[test]
+    fn sample_rate_above_one_is_refused() {
+        let message = refusal(&["--dd-trace-sample-rate", "2"]);
+        assert!(message.contains("DD_TRACE_SAMPLE_RATE"), "{message}");
+    }
+
+    #[test]
+    fn url_that_does_not_parse_is_refused() {
+        let message = refusal(&["--dd-trace-agent-url", "not a url"]);
+        assert!(message.contains("DD_TRACE_AGENT_URL"), "{message}");
+        let message = refusal(&["--dd-trace-agent-url", "unix:///var/run/datadog/apm.socket"]);
+        assert!(message.contains("unix sockets"), "{message}");
+    }
+
+    #[test]
+    fn bad_boolean_and_log_filter_are_refused() {
+        assert!(refusal(&["--dd-trace-enabled", "maybe"]).contains("DD_TRACE_ENABLED"));
+        assert!(refusal(&["--rust-log", "info,[[["]).contains("RUST_LOG"));
+        assert!(refusal(&["--log-format", "xml"]).contains("LOG_FORMAT"));
+    }
+
+    #[test]
+    fn booleans_accept_the_usual_spellings() {
+        for (text, value) in [
+            ("false", false),
+            ("0", false),
+            ("no", false),
+            ("true", true),
+            ("1", true),
+        ] {
+            let config = parse(&["--dd-trace-enabled", text]).unwrap();
+            assert_eq!(config.dd_trace_enabled, value, "{text}");
+        }
+    }
+}

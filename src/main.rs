@@ -1,0 +1,101 @@
+//! apm-demo: parse the configuration, start telemetry, serve until SIGTERM or Ctrl-C, flush, exit.
+
+use std::process::ExitCode;
+
+use apm_demo::Application;
+use apm_demo::config::{Config, FLUSH_TIMEOUT, SHUTDOWN_GRACE};
+use apm_demo::telemetry::Telemetry;
+
+fn main() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(error.exit_code() as u8);
+        }
+    };
+    // Logs leave through a background writer, so that a slow stdout never stalls a request.
+    let (writer, _flush_logs_on_exit) =
+        tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .lossy(false)
+            .finish(std::io::stdout());
+    let telemetry = match Telemetry::build(&config, writer) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("apm-demo: cannot start telemetry: {error:#}");
+            return ExitCode::from(1);
+        }
+    };
+    tracing::dispatcher::set_global_default(telemetry.dispatch.clone()).expect("no subscriber yet");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let served = runtime.block_on(async {
+        let app = Application::bind(&config).await?;
+        tracing::info!(
+            address = %app.local_addr(),
+            service = %config.dd_service,
+            env = %config.dd_env,
+            version = %config.dd_version,
+            tracing = config.dd_trace_enabled,
+            agent = %config.agent_url(),
+            "listening on http://{}",
+            app.local_addr()
+        );
+        let finished = app
+            .run_until_stopped(shutdown_signal(), SHUTDOWN_GRACE)
+            .await?;
+        if !finished {
+            tracing::warn!("requests still in flight after {SHUTDOWN_GRACE:?}; stopping anyway");
+        }
+        std::io::Result::Ok(())
+    });
+    drop(runtime);
+
+    let flushed = telemetry.shutdown(FLUSH_TIMEOUT);
+    let counts = telemetry.export_counts();
+    match (&served, &flushed) {
+        (Ok(()), Ok(())) => {
+            tracing::info!(
+                spans_exported = counts.exported,
+                spans_dropped = counts.dropped,
+                spans_failed = counts.failed,
+                "stopped"
+            );
+            ExitCode::SUCCESS
+        }
+        (Err(error), _) => {
+            tracing::error!("server error: {error}");
+            eprintln!("apm-demo: {error}");
+            ExitCode::from(1)
+        }
+        (Ok(()), Err(error)) => {
+            tracing::warn!("{error:#}");
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Completes on SIGTERM (container stop) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C: shutting down"),
+        () = terminate => tracing::info!("SIGTERM: shutting down"),
+    }
+}

@@ -1,0 +1,283 @@
+//! Incoming trace context: continue the caller's trace from Datadog or W3C headers, or start afresh.
+//!
+//! Headers come from the network, so nothing here trusts them: a value that is too long, repeated,
+//! not text, or not a valid id is ignored, and a request whose headers are all unusable simply starts
+//! a new trace. Datadog headers win over W3C ones, as in Datadog's tracers (style `datadog,tracecontext`).
+//!
+//! A Datadog context that arrives without `x-datadog-sampling-priority` is marked "deferred" by the
+//! propagator; [`super::sampling`] then decides locally, as Datadog's tracers do, instead of dropping it.
+
+use http::HeaderMap;
+use opentelemetry::Context;
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+
+use super::datadog;
+
+/// Longest header value considered; W3C caps `tracestate` at 512 bytes, the rest are far shorter.
+const MAX_HEADER_LEN: usize = 512;
+const DATADOG_TRACE_ID: &str = "x-datadog-trace-id";
+const DATADOG_PARENT_ID: &str = "x-datadog-parent-id";
+const DATADOG_SAMPLING_PRIORITY: &str = "x-datadog-sampling-priority";
+const DATADOG_ORIGIN: &str = "x-datadog-origin";
+
+/// What the request's headers say about its trace.
+#[derive(Debug, Default)]
+pub struct Incoming {
+    /// The caller's span, to parent the server span on; `None` starts a new trace.
+    pub parent: Option<Context>,
+    /// The high 64 bits of a 128-bit trace id, as hex (Datadog's `_dd.p.tid`): the exporter sends the
+    /// low 64 bits only, and Datadog rebuilds the full id from this tag.
+    pub trace_id_high: Option<String>,
+    /// `x-datadog-origin` (e.g. `synthetics`), which Datadog keeps in the span's `_dd.origin`.
+    pub origin: Option<String>,
+}
+
+/// Reads the trace context from request headers. Never fails: bad headers mean a fresh trace.
+pub fn extract(headers: &HeaderMap) -> Incoming {
+    let headers = Sanitized(headers);
+    if let Some(parent) = datadog_parent(&headers) {
+        return Incoming {
+            parent: Some(parent),
+            trace_id_high: None,
+            origin: headers
+                .get(DATADOG_ORIGIN)
+                .filter(|o| is_origin(o))
+                .map(str::to_owned),
+        };
+    }
+    let parent = TraceContextPropagator::new().extract(&headers);
+    let span_context = parent.span().span_context().clone();
+    if !span_context.is_valid() {
+        return Incoming::default();
+    }
+    let high = (u128::from_be_bytes(span_context.trace_id().to_bytes()) >> 64) as u64;
+    Incoming {
+        parent: Some(parent),
+        trace_id_high: (high != 0).then(|| format!("{high:016x}")),
+        origin: None,
+    }
+}
+
+/// The Datadog context, when both ids are valid; the priority header only when it is a known value.
+fn datadog_parent(headers: &Sanitized<'_>) -> Option<Context> {
+    let trace_id = headers.get(DATADOG_TRACE_ID).and_then(parse_id)?;
+    let parent_id = headers.get(DATADOG_PARENT_ID).and_then(parse_id)?;
+    let priority = headers
+        .get(DATADOG_SAMPLING_PRIORITY)
+        .filter(|p| matches!(*p, "-1" | "0" | "1" | "2"));
+    let context = datadog::extract_context(&DatadogHeaders {
+        trace_id: trace_id.to_string(),
+        parent_id: parent_id.to_string(),
+        priority,
+    });
+    context.span().span_context().is_valid().then_some(context)
+}
+
+/// A Datadog id: decimal, non-zero, fitting in 64 bits.
+fn parse_id(value: &str) -> Option<u64> {
+    if value.is_empty() || value.len() > 20 || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse::<u64>().ok().filter(|id| *id != 0)
+}
+
+/// `_dd.origin` values are short names such as `synthetics` or `rum`.
+fn is_origin(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// Header access that treats oversized, repeated and non-text values as absent.
+struct Sanitized<'a>(&'a HeaderMap);
+
+impl Extractor for Sanitized<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        let mut values = self.0.get_all(key).iter();
+        let value = values.next()?;
+        if values.next().is_some() || value.len() > MAX_HEADER_LEN {
+            return None;
+        }
+        value.to_str().ok().map(str::trim)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// The validated Datadog headers, handed to the propagator.
+struct DatadogHeaders<'a> {
+    trace_id: String,
+    parent_id: String,
+    priority: Option<&'a str>,
+}
+
+impl Extractor for DatadogHeaders<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        match key {
+            DATADOG_TRACE_ID => Some(&self.trace_id),
+            DATADOG_PARENT_ID => Some(&self.parent_id),
+            DATADOG_SAMPLING_PRIORITY => self.priority,
+            _ => None,
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec![
+            DATADOG_TRACE_ID,
+            DATADOG_PARENT_ID,
+            DATADOG_SAMPLING_PRIORITY,
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::{SpanId, TraceId};
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, value.parse().unwrap());
+        }
+        map
+    }
+
+    fn ids(incoming: &Incoming) -> Option<(TraceId, SpanId, bool)> {
+        let parent = incoming.parent.as_ref()?;
+        let span = parent.span();
+        let sc = span.span_context();
+        Some((sc.trace_id(), sc.span_id(), sc.is_sampled()))
+    }
+
+    #[test]
+    fn datadog_headers_continue_the_trace() {
+        let got = extract(&headers(&[
+            (DATADOG_TRACE_ID, "12345"),
+            (DATADOG_PARENT_ID, "67890"),
+            (DATADOG_SAMPLING_PRIORITY, "2"),
+            (DATADOG_ORIGIN, "synthetics"),
+        ]));
+        assert_eq!(
+            ids(&got),
+            Some((TraceId::from(12345u128), SpanId::from(67890u64), true))
+        );
+        assert_eq!(got.origin.as_deref(), Some("synthetics"));
+    }
+
+    #[test]
+    fn priority_zero_is_an_unsampled_parent() {
+        let got = extract(&headers(&[
+            (DATADOG_TRACE_ID, "1"),
+            (DATADOG_PARENT_ID, "2"),
+            (DATADOG_SAMPLING_PRIORITY, "0"),
+        ]));
+        assert_eq!(
+            ids(&got),
+            Some((TraceId::from(1u128), SpanId::from(2u64), false))
+        );
+    }
+
+    #[test]
+    fn w3c_traceparent_continues_the_trace_and_keeps_the_high_bits() {
+        let got = extract(&headers(&[(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )]));
+        let (trace_id, span_id, sampled) = ids(&got).unwrap();
+        assert_eq!(
+            trace_id,
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap()
+        );
+        assert_eq!(span_id, SpanId::from_hex("00f067aa0ba902b7").unwrap());
+        assert!(sampled);
+        assert_eq!(got.trace_id_high.as_deref(), Some("4bf92f3577b34da6"));
+    }
+
+    #[test]
+    fn datadog_headers_win_over_w3c() {
+        let got = extract(&headers(&[
+            (DATADOG_TRACE_ID, "7"),
+            (DATADOG_PARENT_ID, "8"),
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+        ]));
+        assert_eq!(ids(&got).unwrap().0, TraceId::from(7u128));
+    }
+
+    #[test]
+    fn malformed_headers_start_a_fresh_trace() {
+        let cases: &[&[(&'static str, &str)]] = &[
+            &[(DATADOG_TRACE_ID, "garbage"), (DATADOG_PARENT_ID, "1")],
+            &[(DATADOG_TRACE_ID, "1"), (DATADOG_PARENT_ID, "garbage")],
+            &[(DATADOG_TRACE_ID, "1")],
+            &[(DATADOG_TRACE_ID, "0"), (DATADOG_PARENT_ID, "1")],
+            &[
+                (DATADOG_TRACE_ID, "18446744073709551616"),
+                (DATADOG_PARENT_ID, "1"),
+            ],
+            &[(DATADOG_TRACE_ID, "-5"), (DATADOG_PARENT_ID, "1")],
+            &[(
+                "traceparent",
+                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            )],
+            &[("traceparent", "garbage")],
+            &[(
+                "traceparent",
+                "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )],
+        ];
+        for case in cases {
+            assert!(ids(&extract(&headers(case))).is_none(), "{case:?}");
+        }
+    }
+
+    #[test]
+    fn oversized_and_repeated_headers_are_ignored() {
+        let huge = "1".repeat(10_000);
+        assert!(
+            ids(&extract(&headers(&[
+                (DATADOG_TRACE_ID, &huge),
+                (DATADOG_PARENT_ID, "1")
+            ])))
+            .is_none()
+        );
+        let repeated = headers(&[
+            (DATADOG_TRACE_ID, "1"),
+            (DATADOG_TRACE_ID, "2"),
+            (DATADOG_PARENT_ID, "3"),
+        ]);
+        assert!(ids(&extract(&repeated)).is_none());
+    }
+
+    #[test]
+    fn unknown_priority_is_treated_as_absent() {
+        let got = extract(&headers(&[
+            (DATADOG_TRACE_ID, "1"),
+            (DATADOG_PARENT_ID, "2"),
+            (DATADOG_SAMPLING_PRIORITY, "7"),
+        ]));
+        let parent = got.parent.unwrap();
+        assert!(super::super::sampling::is_deferred(
+            parent.span().span_context()
+        ));
+    }
+
+    #[test]
+    fn bad_origin_is_dropped() {
+        let got = extract(&headers(&[
+            (DATADOG_TRACE_ID, "1"),
+            (DATADOG_PARENT_ID, "2"),
+            (DATADOG_ORIGIN, "syn thetics"),
+        ]));
+        assert!(got.origin.is_none());
+    }
+}

@@ -1,0 +1,200 @@
+//! An in-test trace agent: serves `/v0.5/traces` on a free loopback port and decodes the msgpack
+//! payload the way the Datadog Agent does (a string table, then traces of 12-element span arrays).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use rmpv::Value;
+
+/// One span as the agent received it.
+#[derive(Debug, Clone)]
+pub struct AgentSpan {
+    pub service: String,
+    pub name: String,
+    pub resource: String,
+    pub trace_id: u64,
+    pub span_id: u64,
+    pub parent_id: u64,
+    pub start: i64,
+    pub duration: i64,
+    pub error: i64,
+    pub meta: BTreeMap<String, String>,
+    pub metrics: BTreeMap<String, f64>,
+    pub span_type: String,
+}
+
+/// The headers of one payload.
+#[derive(Debug, Clone)]
+pub struct Payload {
+    pub headers: HeaderMap,
+    pub traces: usize,
+}
+
+/// How the agent answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    Healthy,
+    /// Answers 500 to every payload.
+    Failing,
+}
+
+#[derive(Default)]
+struct Received {
+    spans: Vec<AgentSpan>,
+    payloads: Vec<Payload>,
+}
+
+#[derive(Clone)]
+struct AgentState {
+    received: Arc<Mutex<Received>>,
+    behaviour: Behaviour,
+}
+
+/// A running in-test agent; stops when dropped.
+pub struct TestAgent {
+    pub url: String,
+    received: Arc<Mutex<Received>>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl TestAgent {
+    /// Starts on its own thread and runtime, so that a test blocked in a flush cannot starve it.
+    pub fn start(behaviour: Behaviour) -> Self {
+        let received = Arc::new(Mutex::new(Received::default()));
+        let state = AgentState {
+            received: received.clone(),
+            behaviour,
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                let app = Router::new()
+                    .route("/v0.5/traces", post(receive))
+                    .with_state(state);
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop_rx.await;
+                    })
+                    .await
+                    .unwrap();
+            });
+        });
+        let addr = addr_rx.recv().unwrap();
+        Self {
+            url: format!("http://{addr}"),
+            received,
+            _stop: stop_tx,
+        }
+    }
+
+    pub fn spans(&self) -> Vec<AgentSpan> {
+        self.received.lock().unwrap().spans.clone()
+    }
+
+    pub fn payloads(&self) -> Vec<Payload> {
+        self.received.lock().unwrap().payloads.clone()
+    }
+}
+
+async fn receive(State(state): State<AgentState>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    if state.behaviour == Behaviour::Failing {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    let traces = match decode_v05(&body) {
+        Ok(traces) => traces,
+        Err(error) => panic!("undecodable v0.5 payload: {error}"),
+    };
+    let mut received = state.received.lock().unwrap();
+    received.payloads.push(Payload {
+        headers,
+        traces: traces.len(),
+    });
+    received.spans.extend(traces.into_iter().flatten());
+    StatusCode::OK
+}
+
+/// Decodes a v0.5 payload: `[[string...], [[span...]...]]`, each span an array of 12 elements.
+pub fn decode_v05(body: &[u8]) -> Result<Vec<Vec<AgentSpan>>, String> {
+    let value = rmpv::decode::read_value(&mut &body[..]).map_err(|e| e.to_string())?;
+    let [strings, traces] = as_array(&value)? else {
+        return Err("payload is not [strings, traces]".into());
+    };
+    let strings: Vec<&str> = as_array(strings)?
+        .iter()
+        .map(|s| s.as_str().ok_or("string table holds a non-string"))
+        .collect::<Result<_, _>>()?;
+    let text = |v: &Value| -> Result<String, String> {
+        let index = v.as_u64().ok_or("string index is not an integer")? as usize;
+        strings
+            .get(index)
+            .map(|s| s.to_string())
+            .ok_or_else(|| format!("string index {index} out of range"))
+    };
+    as_array(traces)?
+        .iter()
+        .map(|trace| {
+            as_array(trace)?
+                .iter()
+                .map(|span| {
+                    let fields = as_array(span)?;
+                    if fields.len() != 12 {
+                        return Err(format!("span has {} elements, not 12", fields.len()));
+                    }
+                    let int = |v: &Value| {
+                        v.as_i64()
+                            .or_else(|| v.as_u64().map(|u| u as i64))
+                            .ok_or("not an integer")
+                    };
+                    let meta = map(&fields[9])?
+                        .iter()
+                        .map(|(k, v)| Ok((text(k)?, text(v)?)))
+                        .collect::<Result<_, String>>()?;
+                    let metrics = map(&fields[10])?
+                        .iter()
+                        .map(|(k, v)| Ok((text(k)?, v.as_f64().ok_or("metric is not a float")?)))
+                        .collect::<Result<_, String>>()?;
+                    Ok(AgentSpan {
+                        service: text(&fields[0])?,
+                        name: text(&fields[1])?,
+                        resource: text(&fields[2])?,
+                        trace_id: fields[3].as_u64().ok_or("trace_id")?,
+                        span_id: fields[4].as_u64().ok_or("span_id")?,
+                        parent_id: fields[5].as_u64().ok_or("parent_id")?,
+                        start: int(&fields[6])?,
+                        duration: int(&fields[7])?,
+                        error: int(&fields[8])?,
+                        meta,
+                        metrics,
+                        span_type: text(&fields[11])?,
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn as_array(value: &Value) -> Result<&[Value], String> {
+    value
+        .as_array()
+        .map(Vec::as_slice)
+        .ok_or_else(|| format!("expected an array, got {value}"))
+}
+
+fn map(value: &Value) -> Result<&[(Value, Value)], String> {
+    value
+        .as_map()
+        .map(Vec::as_slice)
+        .ok_or_else(|| format!("expected a map, got {value}"))
+}

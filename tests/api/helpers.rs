@@ -1,0 +1,137 @@
+//! `spawn_app`: the real service on a free loopback port, with its own subscriber and captured logs.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use apm_demo::Application;
+use apm_demo::config::Config;
+use apm_demo::telemetry::Telemetry;
+use tracing::dispatcher::DefaultGuard;
+
+/// A running service; tests call it through `get` and read its logs and export counts.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub telemetry: Arc<Telemetry>,
+    logs: Arc<Mutex<Vec<u8>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<bool>>>,
+    _subscriber: DefaultGuard,
+}
+
+/// Starts the service exporting to `agent_url` with JSON logs; `extra` flags override the defaults.
+/// Must run on a current-thread runtime (`#[tokio::test]`): the subscriber is set for this thread.
+pub async fn spawn_app(agent_url: &str, extra: &[&str]) -> TestApp {
+    let mut args = vec![
+        "apm-demo",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--dd-trace-agent-url",
+        agent_url,
+        "--dd-service",
+        "apm-demo-test",
+        "--dd-env",
+        "test",
+        "--dd-version",
+        "1.2.3",
+        "--log-format",
+        "json",
+        "--rust-log",
+        "info",
+    ];
+    args.extend_from_slice(extra);
+    let config = Config::parse_from_args(args).expect("test configuration is valid");
+
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let writer_logs = logs.clone();
+    let telemetry = Telemetry::build(&config, move || CapturedLogs(writer_logs.clone())).unwrap();
+    let subscriber = tracing::dispatcher::set_default(&telemetry.dispatch);
+
+    let app = Application::bind(&config).await.unwrap();
+    let address = format!("http://{}", app.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(
+        async move {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(5),
+    ));
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        telemetry: Arc::new(telemetry),
+        logs,
+        stop: Some(stop),
+        server: Some(server),
+        _subscriber: subscriber,
+    }
+}
+
+impl TestApp {
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.request(reqwest::Method::GET, path, &[]).await
+    }
+
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("the service answers")
+    }
+
+    /// Stops the server, then sends every queued span to the agent (as `main` does).
+    pub async fn stop_and_flush(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            assert!(
+                server.await.unwrap().unwrap(),
+                "in-flight requests finished"
+            );
+        }
+        let telemetry = self.telemetry.clone();
+        tokio::task::spawn_blocking(move || telemetry.shutdown(Duration::from_secs(5)))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    /// The log lines written so far, each parsed as JSON.
+    pub fn json_logs(&self) -> Vec<serde_json::Value> {
+        self.log_text()
+            .lines()
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+            })
+            .collect()
+    }
+
+    pub fn log_text(&self) -> String {
+        String::from_utf8(self.logs.lock().unwrap().clone()).unwrap()
+    }
+}
+
+struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,104 @@
+//! Log lines: the Flask text format, and JSON that correlates with the exported spans.
+
+use crate::agent::{Behaviour, TestAgent};
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn json_access_log_carries_the_ids_the_agent_received() {
+    let agent = TestAgent::start(Behaviour::Healthy);
+    let mut app = spawn_app(&agent.url, &[]).await;
+    app.get("/api/apm").await;
+    app.request(
+        reqwest::Method::GET,
+        "/",
+        &[
+            ("x-datadog-trace-id", "777"),
+            ("x-datadog-parent-id", "888"),
+        ],
+    )
+    .await;
+    app.stop_and_flush().await;
+    let spans = agent.spans();
+    assert_eq!(spans.len(), 2);
+    let access: Vec<_> = app
+        .json_logs()
+        .into_iter()
+        .filter(|line| line["logger.name"] == "apm_demo::access")
+        .collect();
+    assert_eq!(access.len(), 2, "one access-log line per request");
+    for line in &access {
+        let trace_id: u64 = line["dd.trace_id"].as_str().unwrap().parse().unwrap();
+        let span_id: u64 = line["dd.span_id"].as_str().unwrap().parse().unwrap();
+        let span = spans
+            .iter()
+            .find(|s| s.trace_id == trace_id && s.span_id == span_id)
+            .unwrap_or_else(|| panic!("no span with the ids of {line}"));
+        assert_eq!(line["dd.service"], "apm-demo-test");
+        assert_eq!(line["dd.env"], "test");
+        assert_eq!(line["dd.version"], "1.2.3");
+        assert_eq!(line["level"], "INFO");
+        assert_eq!(line["http.status_code"], 200);
+        assert_eq!(line["http.method"], "GET");
+        assert!(line["duration"].as_u64().unwrap() > 0);
+        assert!(line["timestamp"].as_str().unwrap().ends_with('Z'));
+        assert!(span.resource.starts_with("GET /"));
+    }
+    assert!(access.iter().any(|line| line["dd.trace_id"] == "777"));
+}
+
+#[tokio::test]
+async fn lines_outside_a_request_carry_no_trace_ids() {
+    let agent = TestAgent::start(Behaviour::Healthy);
+    let app = spawn_app(&agent.url, &[]).await;
+    tracing::info!("outside any request");
+    let line = app
+        .json_logs()
+        .into_iter()
+        .find(|l| l["message"] == "outside any request")
+        .unwrap();
+    assert!(line.get("dd.trace_id").is_none());
+}
+
+#[tokio::test]
+async fn text_format_is_the_flask_format_with_injected_ids() {
+    let agent = TestAgent::start(Behaviour::Healthy);
+    let mut app = spawn_app(&agent.url, &["--log-format", "text"]).await;
+    app.get("/api/trace").await;
+    app.stop_and_flush().await;
+    let text = app.log_text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("apm_demo::access"))
+        .unwrap();
+    // `%(asctime)s - %(name)s - %(levelname)s - %(message)s`, as the Flask app's formatter.
+    let parts: Vec<&str> = line.splitn(4, " - ").collect();
+    assert_eq!(parts.len(), 4, "{line}");
+    let asctime = parts[0];
+    assert_eq!(asctime.len(), "2019-08-05 12:34:56,789".len(), "{asctime}");
+    assert_eq!(&asctime[19..20], ",", "{asctime}");
+    assert_eq!(parts[1], "apm_demo::access");
+    assert_eq!(parts[2], "INFO");
+    let span = &agent.spans()[0];
+    let ids = format!("dd.trace_id={} dd.span_id={}]", span.trace_id, span.span_id);
+    assert!(
+        parts[3].starts_with("[dd.service=apm-demo-test dd.env=test dd.version=1.2.3 "),
+        "{line}"
+    );
+    assert!(parts[3].contains(&ids), "{line}");
+    assert!(parts[3].contains("GET /api/trace 200"), "{line}");
+}
+
+#[tokio::test]
+async fn injection_off_leaves_ids_out() {
+    let agent = TestAgent::start(Behaviour::Healthy);
+    let mut app = spawn_app(&agent.url, &["--dd-logs-injection", "false"]).await;
+    app.get("/").await;
+    app.stop_and_flush().await;
+    let line = app
+        .json_logs()
+        .into_iter()
+        .find(|l| l["logger.name"] == "apm_demo::access")
+        .unwrap();
+    assert!(line.get("dd.trace_id").is_none(), "{line}");
+    assert_eq!(agent.spans().len(), 1, "spans are still exported");
+}

@@ -1,0 +1,9 @@
+//! Integration tests of the service, hermetic: the real router, telemetry and exporter, an in-test
+//! trace agent on loopback, no Python and no network.
+
+mod agent;
+mod helpers;
+mod logs;
+mod propagation;
+mod routes;
+mod spans;
