@@ -3,12 +3,17 @@
 use std::process::ExitCode;
 
 use apm_demo::Application;
-use apm_demo::config::{Config, FLUSH_TIMEOUT, SHUTDOWN_GRACE};
+use apm_demo::config::{Config, ConfigError, FLUSH_TIMEOUT, SHUTDOWN_GRACE};
 use apm_demo::telemetry::Telemetry;
 
 fn main() -> ExitCode {
     let config = match Config::from_env() {
         Ok(config) => config,
+        Err(ConfigError::Display(help)) => {
+            // --help and --version: to stdout, exit 0.
+            let _ = help.print();
+            return ExitCode::SUCCESS;
+        }
         Err(error) => {
             eprintln!("{error}");
             return ExitCode::from(error.exit_code() as u8);

@@ -1,0 +1,548 @@
+//! Conformance: the release binary against Datadog's own test agent (`ddapm-test-agent`, PyPI).
+//!
+//! Every row of the span contract in DESIGN.md is asserted on what the test agent received, the test
+//! agent's own trace checks must report no failure, the access-log lines must carry the ids of the
+//! spans received, and SIGTERM right after a burst must still deliver every span.
+//! Run by `make test` (`cargo test --release --features conformance --test conformance`), which
+//! installs the test agent into `.venv`; `DDAPM_TEST_AGENT` names another executable.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The payload checks of the test agent that apply to a v0.5 tracer.
+const CHECKS: &str = "trace_count_header,meta_tracer_version_header,trace_content_length";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// Datadog's test agent on free loopback ports; killed when dropped.
+struct DatadogTestAgent {
+    child: Child,
+    url: String,
+}
+
+impl DatadogTestAgent {
+    fn start() -> Self {
+        let program = std::env::var_os("DDAPM_TEST_AGENT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/ddapm-test-agent")
+            });
+        assert!(
+            program.exists(),
+            "{} is missing: run `make test`, which installs it",
+            program.display()
+        );
+        let port = free_port();
+        let log_path = std::env::temp_dir().join(format!("ddapm-test-agent-{port}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(&program)
+            .args(["--port", &port.to_string()])
+            // It also opens OTLP ports; give them free ones so that parallel agents never collide.
+            .args(["--otlp-http-port", &free_port().to_string()])
+            .args(["--otlp-grpc-port", &free_port().to_string()])
+            // Its `--enabled-checks` flag does not parse (1.69); the variable does.
+            .env("ENABLED_CHECKS", CHECKS)
+            // Keep failures for /test/trace_check/failures (otherwise they are only logged).
+            .env("DD_POOL_TRACE_CHECK_FAILURES", "true")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        let mut agent = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while client()
+            .get(format!("{}/test/traces", agent.url))
+            .send()
+            .is_err()
+        {
+            let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+            if let Some(status) = agent.child.try_wait().unwrap() {
+                panic!("the test agent exited ({status}):\n{}", log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the test agent did not start within 60 s:\n{}",
+                log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        agent
+    }
+
+    fn traces(&self) -> Vec<Vec<Value>> {
+        client()
+            .get(format!("{}/test/traces", self.url))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
+    fn spans(&self) -> Vec<Value> {
+        self.traces().into_iter().flatten().collect()
+    }
+
+    /// Waits until `count` spans match `keep`, for at most 15 s.
+    fn wait_for(&self, count: usize, keep: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let spans: Vec<Value> = self.spans().into_iter().filter(|s| keep(s)).collect();
+            if spans.len() >= count || Instant::now() > deadline {
+                return spans;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The test agent's verdict on every payload it received: `200: OK` when no check failed.
+    fn check_failures(&self) -> (u16, String) {
+        let url = format!("{}/test/trace_check/failures?return_all=true", self.url);
+        let response = client().get(url).send().unwrap();
+        (response.status().as_u16(), response.text().unwrap())
+    }
+}
+
+impl Drop for DatadogTestAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The release binary on a free port, its stdout captured line by line.
+struct Service {
+    child: Child,
+    url: String,
+    stdout: Arc<Mutex<Vec<String>>>,
+}
+
+impl Service {
+    fn start(agent_url: &str, extra_env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_apm-demo"));
+        command
+            .env_clear()
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("DD_TRACE_AGENT_URL", agent_url)
+            .env("DD_SERVICE", "apm-demo-conformance")
+            .env("DD_ENV", "ci")
+            .env("DD_VERSION", "9.9.9")
+            .env("LOG_FORMAT", "json")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (name, value) in extra_env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().unwrap();
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let (address_tx, address_rx) = std::sync::mpsc::channel();
+        let lines = stdout.clone();
+        let reader = BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in reader.lines().map_while(Result::ok) {
+                if let Ok(json) = serde_json::from_str::<Value>(&line)
+                    && let Some(address) = json.get("address").and_then(Value::as_str)
+                {
+                    let _ = address_tx.send(address.to_owned());
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let address = address_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the service logs its address");
+        Self {
+            child,
+            url: format!("http://{address}"),
+            stdout,
+        }
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> reqwest::blocking::Response {
+        let mut request = client().request(method.parse().unwrap(), format!("{}{path}", self.url));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().unwrap()
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the service did not stop within 30 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn json_lines(&self) -> Vec<Value> {
+        self.stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn meta<'a>(span: &'a Value, key: &str) -> Option<&'a str> {
+    span["meta"].get(key).and_then(Value::as_str)
+}
+
+fn user_agent_is(agent: &str) -> impl Fn(&Value) -> bool + '_ {
+    move |span| meta(span, "http.useragent") == Some(agent)
+}
+
+/// Asserts the rows of the span contract that every request span satisfies.
+fn assert_common_contract(span: &Value, case: &str) {
+    assert_eq!(span["service"], "apm-demo-conformance", "{case}: service");
+    assert_eq!(
+        span["name"], "http.server.request",
+        "{case}: operation name"
+    );
+    assert_eq!(span["type"], "web", "{case}: type");
+    assert_eq!(meta(span, "span.kind"), Some("server"), "{case}: span.kind");
+    assert_eq!(meta(span, "component"), Some("axum"), "{case}: component");
+    assert_eq!(meta(span, "env"), Some("ci"), "{case}: env");
+    assert_eq!(meta(span, "version"), Some("9.9.9"), "{case}: version");
+    assert_eq!(meta(span, "language"), Some("rust"), "{case}: language");
+    assert_eq!(
+        span["metrics"]["_sampling_priority_v1"], 1.0,
+        "{case}: sampling priority"
+    );
+    assert!(
+        meta(span, "http.url").is_some_and(|u| u.starts_with("http://127.0.0.1:")),
+        "{case}: http.url"
+    );
+    assert!(span["trace_id"].as_u64().unwrap() > 0 && span["span_id"].as_u64().unwrap() > 0);
+    assert!(span["duration"].as_i64().unwrap() > 0, "{case}: duration");
+}
+
+#[test]
+fn span_contract_holds_for_every_scenario() {
+    let agent = DatadogTestAgent::start();
+    let mut service = Service::start(&agent.url, &[]);
+
+    // (case, method, path, extra headers, status, resource, route, error)
+    let cases: &[(&str, &str, &str, &[(&str, &str)], u16, &str, Option<&str>)] = &[
+        ("root", "GET", "/", &[], 200, "GET /", Some("/")),
+        (
+            "apm",
+            "GET",
+            "/api/apm",
+            &[],
+            200,
+            "GET /api/apm",
+            Some("/api/apm"),
+        ),
+        (
+            "trace",
+            "GET",
+            "/api/trace",
+            &[],
+            200,
+            "GET /api/trace",
+            Some("/api/trace"),
+        ),
+        (
+            "unmatched",
+            "GET",
+            "/no/such/page",
+            &[],
+            404,
+            "GET 404",
+            None,
+        ),
+        (
+            "wrong-method",
+            "POST",
+            "/api/apm",
+            &[],
+            405,
+            "POST /api/apm",
+            Some("/api/apm"),
+        ),
+        (
+            "datadog-headers",
+            "GET",
+            "/api/trace",
+            &[
+                ("x-datadog-trace-id", "12345"),
+                ("x-datadog-parent-id", "67890"),
+                ("x-datadog-sampling-priority", "1"),
+                ("x-datadog-origin", "synthetics"),
+            ],
+            200,
+            "GET /api/trace",
+            Some("/api/trace"),
+        ),
+        (
+            "datadog-no-priority",
+            "GET",
+            "/api/apm",
+            &[
+                ("x-datadog-trace-id", "555"),
+                ("x-datadog-parent-id", "666"),
+            ],
+            200,
+            "GET /api/apm",
+            Some("/api/apm"),
+        ),
+        (
+            "traceparent",
+            "GET",
+            "/",
+            &[(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )],
+            200,
+            "GET /",
+            Some("/"),
+        ),
+        (
+            "malformed",
+            "GET",
+            "/api/apm",
+            &[
+                ("x-datadog-trace-id", "12ab"),
+                ("x-datadog-parent-id", "-1"),
+                ("traceparent", "00-zz-yy-01"),
+            ],
+            200,
+            "GET /api/apm",
+            Some("/api/apm"),
+        ),
+    ];
+    for (case, method, path, headers, status, _, _) in cases {
+        let user_agent = format!("conformance/{case}");
+        let mut all_headers = headers.to_vec();
+        all_headers.push(("user-agent", &user_agent));
+        let response = service.send(method, path, &all_headers);
+        assert_eq!(response.status().as_u16(), *status, "{case}");
+    }
+
+    let spans = agent.wait_for(cases.len(), |span| {
+        meta(span, "http.useragent").is_some_and(|ua| ua.starts_with("conformance/"))
+    });
+    let by_case: HashMap<String, &Value> = spans
+        .iter()
+        .map(|span| {
+            (
+                meta(span, "http.useragent")
+                    .unwrap()
+                    .trim_start_matches("conformance/")
+                    .to_owned(),
+                span,
+            )
+        })
+        .collect();
+    assert_eq!(spans.len(), cases.len(), "one span per request: {spans:#?}");
+
+    for (case, method, _, _, status, resource, route) in cases {
+        let span = by_case
+            .get(*case)
+            .unwrap_or_else(|| panic!("no span for {case}"));
+        assert_common_contract(span, case);
+        assert_eq!(span["resource"], *resource, "{case}: resource");
+        assert_eq!(
+            meta(span, "http.method"),
+            Some(*method),
+            "{case}: http.method"
+        );
+        assert_eq!(meta(span, "http.route"), *route, "{case}: http.route");
+        assert_eq!(
+            meta(span, "http.status_code"),
+            Some(status.to_string().as_str()),
+            "{case}: status"
+        );
+        assert_eq!(span["error"], 0, "{case}: no 5xx, no error");
+    }
+
+    let continued = by_case["datadog-headers"];
+    assert_eq!(continued["trace_id"], 12345);
+    assert_eq!(continued["parent_id"], 67890);
+    assert_eq!(meta(continued, "_dd.origin"), Some("synthetics"));
+    let no_priority = by_case["datadog-no-priority"];
+    assert_eq!(
+        (
+            no_priority["trace_id"].as_u64(),
+            no_priority["parent_id"].as_u64()
+        ),
+        (Some(555), Some(666))
+    );
+    let w3c = by_case["traceparent"];
+    assert_eq!(w3c["trace_id"].as_u64(), Some(0xa3ce929d0e0e4736));
+    assert_eq!(w3c["parent_id"].as_u64(), Some(0x00f067aa0ba902b7));
+    assert_eq!(meta(w3c, "_dd.p.tid"), Some("4bf92f3577b34da6"));
+    for fresh in ["root", "apm", "unmatched", "malformed"] {
+        assert_eq!(by_case[fresh]["parent_id"], 0, "{fresh} starts a trace");
+    }
+
+    assert_eq!(
+        agent.check_failures(),
+        (200, "200: OK".to_owned()),
+        "the test agent's trace checks"
+    );
+
+    // Logs: one access line per request, with the ids of the span the agent received.
+    assert!(service.terminate().success());
+    let access: Vec<Value> = service
+        .json_lines()
+        .into_iter()
+        .filter(|line| line["logger.name"] == "apm_demo::access")
+        .collect();
+    assert_eq!(access.len(), cases.len(), "one access-log line per request");
+    for line in &access {
+        let ids = (
+            line["dd.trace_id"].as_str().unwrap(),
+            line["dd.span_id"].as_str().unwrap(),
+        );
+        let matching = spans
+            .iter()
+            .filter(|s| {
+                (s["trace_id"].to_string(), s["span_id"].to_string())
+                    == (ids.0.to_owned(), ids.1.to_owned())
+            })
+            .count();
+        assert_eq!(matching, 1, "the span of {line}");
+        assert_eq!(line["dd.service"], "apm-demo-conformance");
+        assert_eq!(line["dd.env"], "ci");
+        assert_eq!(line["dd.version"], "9.9.9");
+    }
+}
+
+/// The verdict above can fail: a payload whose trace count header lies is caught.
+#[test]
+fn test_agent_checks_catch_a_bad_payload() {
+    let agent = DatadogTestAgent::start();
+    let empty_v05 = vec![0x92, 0x90, 0x90]; // msgpack [[], []]: no strings, no traces
+    let response = client()
+        .post(format!("{}/v0.5/traces", agent.url))
+        .header("Content-Type", "application/msgpack")
+        .header("Datadog-Meta-Tracer-Version", "0.20.1")
+        .header("X-Datadog-Trace-Count", "3")
+        .body(empty_v05)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let (status, text) = agent.check_failures();
+    assert_eq!(status, 400);
+    assert!(text.contains("trace_count_header"), "{text}");
+}
+
+#[test]
+fn sigterm_right_after_a_burst_still_delivers_every_span() {
+    const REQUESTS: usize = 300;
+    let agent = DatadogTestAgent::start();
+    let mut service = Service::start(&agent.url, &[]);
+    std::thread::scope(|scope| {
+        for worker in 0..6 {
+            let service = &service;
+            scope.spawn(move || {
+                for i in (worker..REQUESTS).step_by(6) {
+                    let response = service.send("GET", "/api/apm", &[("user-agent", "burst")]);
+                    assert_eq!(response.status(), 200, "request {i}");
+                }
+            });
+        }
+    });
+    // No pause: the spans are still queued when the signal arrives.
+    let status = service.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    let spans = agent.wait_for(REQUESTS, user_agent_is("burst"));
+    assert_eq!(
+        spans.len(),
+        REQUESTS,
+        "every span of the burst reached the agent"
+    );
+    let stopped = service
+        .json_lines()
+        .into_iter()
+        .find(|l| l["message"] == "stopped")
+        .unwrap();
+    assert_eq!(stopped["spans_exported"], REQUESTS as u64);
+    assert_eq!(stopped["spans_dropped"], 0);
+    assert_eq!(agent.check_failures().0, 200);
+}
+
+#[test]
+fn absent_agent_is_reported_once_and_never_fails_a_request() {
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let mut service = Service::start(&closed, &[]);
+    let deadline = Instant::now() + Duration::from_millis(3500);
+    let mut sent = 0;
+    while Instant::now() < deadline {
+        assert_eq!(service.send("GET", "/", &[]).status(), 200);
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(service.terminate().success());
+    let lines = service.json_lines();
+    let reports = lines
+        .iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("cannot send traces"))
+        })
+        .count();
+    assert_eq!(
+        reports, 1,
+        "several export failures in under a minute make one report"
+    );
+    let stopped = lines.iter().find(|l| l["message"] == "stopped").unwrap();
+    assert_eq!(
+        stopped["spans_failed"], sent as u64,
+        "every span was counted as lost"
+    );
+}
