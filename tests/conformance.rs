@@ -267,15 +267,34 @@ fn assert_common_contract(span: &Value, case: &str) {
     assert!(span["duration"].as_i64().unwrap() > 0, "{case}: duration");
 }
 
+/// One request of the contract scenario and what its span must say.
+struct Case {
+    name: &'static str,
+    method: &'static str,
+    path: &'static str,
+    headers: &'static [(&'static str, &'static str)],
+    status: u16,
+    resource: &'static str,
+    route: Option<&'static str>,
+}
+
 #[test]
 fn span_contract_holds_for_every_scenario() {
     let agent = DatadogTestAgent::start();
     let mut service = Service::start(&agent.url, &[]);
 
-    // (case, method, path, extra headers, status, resource, route, error)
-    let cases: &[(&str, &str, &str, &[(&str, &str)], u16, &str, Option<&str>)] = &[
-        ("root", "GET", "/", &[], 200, "GET /", Some("/")),
-        (
+    let case = |name, method, path, headers, status, resource, route| Case {
+        name,
+        method,
+        path,
+        headers,
+        status,
+        resource,
+        route,
+    };
+    let cases = [
+        case("root", "GET", "/", &[], 200, "GET /", Some("/")),
+        case(
             "apm",
             "GET",
             "/api/apm",
@@ -284,7 +303,7 @@ fn span_contract_holds_for_every_scenario() {
             "GET /api/apm",
             Some("/api/apm"),
         ),
-        (
+        case(
             "trace",
             "GET",
             "/api/trace",
@@ -293,7 +312,7 @@ fn span_contract_holds_for_every_scenario() {
             "GET /api/trace",
             Some("/api/trace"),
         ),
-        (
+        case(
             "unmatched",
             "GET",
             "/no/such/page",
@@ -302,7 +321,7 @@ fn span_contract_holds_for_every_scenario() {
             "GET 404",
             None,
         ),
-        (
+        case(
             "wrong-method",
             "POST",
             "/api/apm",
@@ -311,7 +330,7 @@ fn span_contract_holds_for_every_scenario() {
             "POST /api/apm",
             Some("/api/apm"),
         ),
-        (
+        case(
             "datadog-headers",
             "GET",
             "/api/trace",
@@ -325,7 +344,7 @@ fn span_contract_holds_for_every_scenario() {
             "GET /api/trace",
             Some("/api/trace"),
         ),
-        (
+        case(
             "datadog-no-priority",
             "GET",
             "/api/apm",
@@ -337,7 +356,7 @@ fn span_contract_holds_for_every_scenario() {
             "GET /api/apm",
             Some("/api/apm"),
         ),
-        (
+        case(
             "traceparent",
             "GET",
             "/",
@@ -349,7 +368,7 @@ fn span_contract_holds_for_every_scenario() {
             "GET /",
             Some("/"),
         ),
-        (
+        case(
             "malformed",
             "GET",
             "/api/apm",
@@ -363,12 +382,12 @@ fn span_contract_holds_for_every_scenario() {
             Some("/api/apm"),
         ),
     ];
-    for (case, method, path, headers, status, _, _) in cases {
-        let user_agent = format!("conformance/{case}");
-        let mut all_headers = headers.to_vec();
-        all_headers.push(("user-agent", &user_agent));
-        let response = service.send(method, path, &all_headers);
-        assert_eq!(response.status().as_u16(), *status, "{case}");
+    for case in &cases {
+        let user_agent = format!("conformance/{}", case.name);
+        let mut headers = case.headers.to_vec();
+        headers.push(("user-agent", &user_agent));
+        let response = service.send(case.method, case.path, &headers);
+        assert_eq!(response.status().as_u16(), case.status, "{}", case.name);
     }
 
     let spans = agent.wait_for(cases.len(), |span| {
@@ -388,24 +407,32 @@ fn span_contract_holds_for_every_scenario() {
         .collect();
     assert_eq!(spans.len(), cases.len(), "one span per request: {spans:#?}");
 
-    for (case, method, _, _, status, resource, route) in cases {
+    for Case {
+        name,
+        method,
+        status,
+        resource,
+        route,
+        ..
+    } in &cases
+    {
         let span = by_case
-            .get(*case)
-            .unwrap_or_else(|| panic!("no span for {case}"));
-        assert_common_contract(span, case);
-        assert_eq!(span["resource"], *resource, "{case}: resource");
+            .get(*name)
+            .unwrap_or_else(|| panic!("no span for {name}"));
+        assert_common_contract(span, name);
+        assert_eq!(span["resource"], *resource, "{name}: resource");
         assert_eq!(
             meta(span, "http.method"),
             Some(*method),
-            "{case}: http.method"
+            "{name}: http.method"
         );
-        assert_eq!(meta(span, "http.route"), *route, "{case}: http.route");
+        assert_eq!(meta(span, "http.route"), *route, "{name}: http.route");
         assert_eq!(
             meta(span, "http.status_code"),
             Some(status.to_string().as_str()),
-            "{case}: status"
+            "{name}: status"
         );
-        assert_eq!(span["error"], 0, "{case}: no 5xx, no error");
+        assert_eq!(span["error"], 0, "{name}: no 5xx, no error");
     }
 
     let continued = by_case["datadog-headers"];
