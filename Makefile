@@ -5,14 +5,14 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: run test lint test-rust conformance venv
+.PHONY: run test lint test-rust conformance test-agent-config mariadb venv
 
 ## run: the service on :5050 (Ctrl-C stops it; spans go to DD_AGENT_HOST:DD_TRACE_AGENT_PORT)
 run:
 	$(CARGO) run --release --bin apm-demo
 
-## test: lint, the Rust tests, and the conformance suite against Datadog's test agent
-test: lint test-rust conformance
+## test: lint, the Rust tests, the conformance suite against Datadog's test agent, agent-config
+test: lint test-rust conformance test-agent-config
 
 lint:
 	$(CARGO) fmt --all --check
@@ -24,6 +24,17 @@ test-rust:
 conformance: venv
 	DDAPM_TEST_AGENT=$(CURDIR)/$(VENV)/bin/ddapm-test-agent \
 		$(CARGO) test --release --features conformance --test conformance
+
+## test-agent-config: the custom check with datadog-checks-base, the MySQL setup on a real MariaDB
+test-agent-config: venv mariadb
+	$(VENV)/bin/pytest -q agent-config/tests
+
+## mariadb: Debian's MariaDB server, installed if missing (the tests start a private instance of it)
+mariadb:
+	@if ! command -v mariadbd >/dev/null && ! test -x /usr/sbin/mariadbd; then \
+		echo "installing mariadb-server"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server >/dev/null; \
+	fi
 
 ## venv: the Python tools of the tests, pinned in requirements.txt
 venv: $(VENV)/.installed

@@ -1,0 +1,114 @@
+"""The MySQL parts against a real MariaDB server: the setup script, then every statement the Agent's
+MySQL check issues for the enabled options, run as the `datadog` user it creates."""
+
+import re
+
+import pymysql
+import pytest
+
+from conftest import load_yaml, run_setup_script
+
+# What the MySQL check (Agent 7) reads for the options in conf.d/mysql.d/conf.yaml.
+STATEMENTS = {
+    "global status": "SHOW GLOBAL STATUS",
+    "global variables": "SHOW GLOBAL VARIABLES",
+    "pid file": "SHOW VARIABLES LIKE 'pid_file'",
+    "innodb engine status": "SHOW ENGINE INNODB STATUS",
+    "binary logs": "SHOW BINARY LOGS",
+    "master status": "SHOW MASTER STATUS",
+    "replica status": "SHOW REPLICA STATUS",
+    "statement digests": "SELECT schema_name, digest_text, count_star, sum_timer_wait "
+                         "FROM performance_schema.events_statements_summary_by_digest LIMIT 10",
+    "threads": "SELECT thread_id, name, processlist_state FROM performance_schema.threads LIMIT 10",
+    "table io waits": "SELECT object_schema, object_name, count_read, count_write "
+                      "FROM performance_schema.table_io_waits_summary_by_table LIMIT 10",
+    "schema sizes": "SELECT table_schema, SUM(data_length + index_length) FROM information_schema.tables "
+                    "GROUP BY table_schema",
+    "engines": "SELECT engine, support FROM information_schema.ENGINES",
+    "processlist": "SELECT id, user, command, state FROM information_schema.PROCESSLIST",
+    # MySQL 8 has a STATUS column here, MariaDB an ENABLED one: the privilege is the same.
+    "innodb metrics": "SELECT name, count FROM information_schema.INNODB_METRICS",
+}
+
+
+def integration_credentials(password):
+    """The user and password as the integration config gives them (the password from its variable)."""
+    (instance,) = load_yaml("conf.d/mysql.d/conf.yaml")["instances"]
+    variable = re.fullmatch(r"%%env_([A-Z_]+)%%", instance["password"]).group(1)
+    assert variable == "MYSQL_DATADOG_PASSWORD", "the variable datadog-user.sh reads"
+    return instance["username"], password
+
+
+@pytest.fixture(scope="module")
+def datadog(mariadb, datadog_user, datadog_password):
+    assert datadog_user.returncode == 0, datadog_user.stderr
+    user, password = integration_credentials(datadog_password)
+    connection = mariadb.connect(user, password)
+    yield connection
+    connection.close()
+
+
+def test_setup_script_runs_cleanly(datadog_user):
+    assert datadog_user.returncode == 0, datadog_user.stderr
+    assert datadog_user.stderr == ""
+
+
+def test_setup_script_is_idempotent(mariadb, datadog_user, datadog_password):
+    again = run_setup_script(mariadb, datadog_password)
+    assert again.returncode == 0, again.stderr
+
+
+def test_setup_script_refuses_to_run_without_a_password(mariadb):
+    result = run_setup_script(mariadb, "")
+    assert result.returncode != 0
+    assert "MYSQL_DATADOG_PASSWORD" in result.stderr
+
+
+def test_datadog_user_logs_in_with_the_integrations_credentials(datadog):
+    with datadog.cursor() as cursor:
+        cursor.execute("SELECT CURRENT_USER()")
+        assert cursor.fetchone()[0] == "datadog@%"
+
+
+def test_wrong_password_is_refused(mariadb, datadog_user):
+    with pytest.raises(pymysql.err.OperationalError):
+        mariadb.connect("datadog", "not-the-password")
+
+
+@pytest.mark.parametrize("what", STATEMENTS)
+def test_every_statement_of_the_check_succeeds_as_datadog(datadog, what):
+    with datadog.cursor() as cursor:
+        cursor.execute(STATEMENTS[what])
+        cursor.fetchall()
+
+
+def test_global_status_has_the_metrics_the_dashboards_use(datadog):
+    with datadog.cursor() as cursor:
+        cursor.execute("SHOW GLOBAL STATUS")
+        status = dict(cursor.fetchall())
+    # mysql.performance.queries and mysql.net.connections come from these.
+    assert "Queries" in status and "Connections" in status
+
+
+@pytest.mark.parametrize("statement", [
+    "CREATE DATABASE datadog_should_not",
+    "CREATE TABLE mysql.datadog_should_not (id INT)",
+    "UPDATE mysql.user SET host = host",
+    "GRANT SELECT ON *.* TO 'datadog'@'%'",
+])
+def test_writes_are_refused(datadog, statement):
+    with datadog.cursor() as cursor, pytest.raises(pymysql.err.MySQLError) as refused:
+        cursor.execute(statement)
+    assert refused.value.args[0] in (1044, 1045, 1142, 1227), refused.value
+
+
+def test_connections_are_limited_to_five(mariadb, datadog, datadog_password):
+    # `datadog` (the fixture) holds one connection already.
+    extra = [mariadb.connect("datadog", datadog_password) for _ in range(4)]
+    try:
+        with pytest.raises(pymysql.err.OperationalError) as refused:
+            mariadb.connect("datadog", datadog_password)
+        assert refused.value.args[0] == 1226, refused.value  # max_user_connections exceeded
+    finally:
+        for connection in extra:
+            connection.close()
