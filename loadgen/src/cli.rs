@@ -1,0 +1,224 @@
+//! The command line: flags (each also an environment variable), validated into a [`Plan`].
+
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::plan::{Mix, Mode, Plan, Stop, Target};
+
+/// The default mix: the service's three routes, and 5% of a path that does not exist, so that
+/// 404s show in APM next to the successes.
+pub const DEFAULT_MIX: &str = "/=6,/api/apm=7,/api/trace=6,/no-such-page=1";
+
+const EXAMPLES: &str = "\
+Examples:
+  loadgen --rate 50 --duration 1m                   50 requests/s for a minute (open loop)
+  loadgen -c 64 -d 30s                               as fast as 64 connections go (closed loop)
+  loadgen -n 1000 --mix '/api/apm=1' --json          1000 requests to one path, summary as JSON
+  loadgen --rate 20 --trace-headers datadog          each request starts a trace the service continues
+  loadgen -d 10s --max-error-rate 0.01               exit 3 if more than 1% of requests fail";
+
+/// Drives an HTTP service at a fixed rate or as fast as it answers, and reports latency percentiles.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version, about, after_help = EXAMPLES)]
+pub struct Args {
+    /// Base URL of the service (http only); mix paths are appended to it.
+    #[arg(env = "LOADGEN_URL", default_value = "http://localhost:5050")]
+    pub url: String,
+
+    /// Requests per second, sent on schedule whatever the answers (open loop). Without it, every
+    /// connection sends its next request as soon as the last is answered (closed loop).
+    #[arg(long, env = "LOADGEN_RATE", allow_negative_numbers = true)]
+    pub rate: Option<f64>,
+
+    /// Connections to the service [default: 32].
+    #[arg(long, short = 'c', env = "LOADGEN_CONNECTIONS")]
+    pub connections: Option<usize>,
+
+    /// How long to run (`30s`, `2m`, `500ms`) [default: 10s when --requests is not given].
+    #[arg(long, short = 'd', env = "LOADGEN_DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// How many requests to send at most.
+    #[arg(long, short = 'n', env = "LOADGEN_REQUESTS")]
+    pub requests: Option<u64>,
+
+    /// Paths and their weights, `path=weight,...`.
+    #[arg(long, env = "LOADGEN_MIX", default_value = DEFAULT_MIX)]
+    pub mix: String,
+
+    /// Extra request header `Name: value` (repeatable; in the variable, one per line).
+    #[arg(
+        long = "header",
+        short = 'H',
+        env = "LOADGEN_HEADERS",
+        value_delimiter = '\n'
+    )]
+    pub headers: Vec<String>,
+
+    /// Start a new trace in each request, in this propagation format.
+    #[arg(long, env = "LOADGEN_TRACE_HEADERS", value_enum, default_value_t = TraceHeaders::None)]
+    pub trace_headers: TraceHeaders,
+
+    /// Give up on a request after this long (counted as a timeout error).
+    #[arg(long, env = "LOADGEN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Print the summary as JSON on stdout (progress and the table go to stderr).
+    #[arg(long, env = "LOADGEN_JSON")]
+    pub json: bool,
+
+    /// Exit with status 3 when more than this share of requests fail (0.0 to 1.0).
+    #[arg(long, env = "LOADGEN_MAX_ERROR_RATE", allow_negative_numbers = true)]
+    pub max_error_rate: Option<f64>,
+}
+
+/// Which trace context each request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TraceHeaders {
+    /// `x-datadog-trace-id`, `x-datadog-parent-id`, `x-datadog-sampling-priority: 1`.
+    Datadog,
+    /// W3C `traceparent`, sampled.
+    W3c,
+    /// No trace headers.
+    None,
+}
+
+impl std::fmt::Display for TraceHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let value = self.to_possible_value().expect("no variant is skipped");
+        f.write_str(value.get_name())
+    }
+}
+
+/// Default connections in either mode.
+const DEFAULT_CONNECTIONS: usize = 32;
+/// Default run length when neither --duration nor --requests bounds it.
+const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+
+impl Args {
+    /// Checks every value and builds the plan; the error says which flag is wrong and why.
+    pub fn into_plan(self) -> anyhow::Result<Plan> {
+        let target = Target::parse(&self.url)?;
+        let mix = Mix::parse(&self.mix)?;
+        let mode = match self.rate {
+            Some(rate) if rate.is_finite() && rate > 0.0 => Mode::Open { rate },
+            Some(rate) => {
+                anyhow::bail!("--rate must be a positive number of requests per second, not {rate}")
+            }
+            None => Mode::Closed,
+        };
+        let connections = self.connections.unwrap_or(DEFAULT_CONNECTIONS);
+        anyhow::ensure!(connections >= 1, "--connections must be at least 1");
+        anyhow::ensure!(
+            connections <= 10_000,
+            "--connections {connections} is more than 10000"
+        );
+        if let Some(requests) = self.requests {
+            anyhow::ensure!(requests >= 1, "--requests must be at least 1");
+        }
+        if let Some(duration) = self.duration {
+            anyhow::ensure!(!duration.is_zero(), "--duration must be longer than 0");
+        }
+        anyhow::ensure!(!self.timeout.is_zero(), "--timeout must be longer than 0");
+        if let Some(rate) = self.max_error_rate {
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&rate),
+                "--max-error-rate must be from 0.0 to 1.0, not {rate}"
+            );
+        }
+        let stop = Stop {
+            duration: match (self.duration, self.requests) {
+                (None, None) => Some(DEFAULT_DURATION),
+                (duration, _) => duration,
+            },
+            requests: self.requests,
+        };
+        Ok(Plan {
+            target,
+            mix,
+            headers: parse_headers(&self.headers)?,
+            trace_headers: self.trace_headers,
+            mode,
+            connections,
+            stop,
+            timeout: self.timeout,
+            max_error_rate: self.max_error_rate,
+            json: self.json,
+        })
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?} is not a duration like 30s or 2m: {e}"))
+}
+
+fn parse_headers(lines: &[String]) -> anyhow::Result<HeaderMap> {
+    let mut headers = HeaderMap::new();
+    for line in lines.iter().map(|l| l.trim()).filter(|l| !l.is_empty()) {
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| anyhow::anyhow!("--header {line:?} is not `Name: value`"))?;
+        let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
+            anyhow::anyhow!("--header {line:?}: {:?} is not a header name", name.trim())
+        })?;
+        let value = HeaderValue::from_str(value.trim()).map_err(|_| {
+            anyhow::anyhow!("--header {line:?}: the value is not a valid header value")
+        })?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(args: &[&str]) -> anyhow::Result<Plan> {
+        Args::try_parse_from(std::iter::once("loadgen").chain(args.iter().copied()))?.into_plan()
+    }
+
+    fn refusal(args: &[&str]) -> String {
+        format!("{:#}", plan(args).expect_err("refused"))
+    }
+
+    #[test]
+    fn defaults_are_closed_loop_bounded_by_ten_seconds() {
+        let plan = plan(&["http://127.0.0.1:1"]).unwrap();
+        assert_eq!(plan.mode, Mode::Closed);
+        assert_eq!(plan.stop.duration, Some(DEFAULT_DURATION));
+        assert_eq!(plan.connections, DEFAULT_CONNECTIONS);
+    }
+
+    #[test]
+    fn requests_alone_bound_the_run() {
+        let plan = plan(&["http://127.0.0.1:1", "-n", "5"]).unwrap();
+        assert_eq!(plan.stop.duration, None);
+        assert_eq!(plan.stop.requests, Some(5));
+    }
+
+    #[test]
+    fn bad_input_is_refused_with_the_flag_named() {
+        assert!(refusal(&["--rate", "0"]).contains("--rate"));
+        assert!(refusal(&["--rate", "-5"]).contains("--rate"));
+        assert!(refusal(&["--rate", "NaN"]).contains("--rate"));
+        assert!(refusal(&["-c", "0"]).contains("--connections"));
+        assert!(refusal(&["-n", "0"]).contains("--requests"));
+        assert!(refusal(&["--max-error-rate", "2"]).contains("--max-error-rate"));
+        assert!(refusal(&["--header", "no colon"]).contains("--header"));
+        assert!(refusal(&["-d", "soon"]).contains("duration"));
+        assert!(refusal(&["--mix", "/a=x"]).contains("/a=x"));
+        assert!(refusal(&["ftp://example"]).contains("http"));
+        assert!(refusal(&["not a url"]).contains("URL"));
+    }
+
+    #[test]
+    fn headers_are_parsed() {
+        let plan = plan(&["-H", "x-a: 1", "-H", "X-B:two words"]).unwrap();
+        assert_eq!(plan.headers["x-a"], "1");
+        assert_eq!(plan.headers["x-b"], "two words");
+    }
+}

@@ -1,0 +1,217 @@
+//! The final report: a summary per path and overall, as a table for people or JSON for scripts.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cli::TraceHeaders;
+use crate::client::Failure;
+use crate::plan::{Mode, Plan};
+use crate::record::{PathRecord, Record};
+
+/// The run's summary; `--json` prints exactly this.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub target: String,
+    pub mode: &'static str,
+    /// The requested rate (open loop), per second.
+    pub rate: Option<f64>,
+    pub connections: usize,
+    pub trace_headers: TraceHeaders,
+    pub elapsed_s: f64,
+    #[serde(flatten)]
+    pub overall: PathSummary,
+    pub paths: Vec<PathSummary>,
+}
+
+/// What one path (or all of them) got.
+#[derive(Debug, Clone, Serialize)]
+pub struct PathSummary {
+    pub path: String,
+    pub requests: u64,
+    /// Requests per second over the run.
+    pub achieved_rate: f64,
+    /// No answer (connect, timeout, io) or a 5xx answer.
+    pub errors: u64,
+    pub error_rate: f64,
+    pub status_codes: BTreeMap<String, u64>,
+    /// Error kinds: connect, timeout, io (no answer) and status (5xx answers).
+    pub error_kinds: BTreeMap<String, u64>,
+    pub latency_ms: Latency,
+}
+
+/// Latency of answered requests, in milliseconds (HDR histogram, 3 significant digits).
+#[derive(Debug, Clone, Copy, Serialize, Default)]
+pub struct Latency {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    #[serde(rename = "p99.9")]
+    pub p99_9: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+impl Summary {
+    pub fn new(plan: &Plan, record: &Record, elapsed: Duration) -> Self {
+        let elapsed_s = elapsed.as_secs_f64();
+        Self {
+            target: plan.target.base.to_string(),
+            mode: match plan.mode {
+                Mode::Open { .. } => "open",
+                Mode::Closed => "closed",
+            },
+            rate: match plan.mode {
+                Mode::Open { rate } => Some(rate),
+                Mode::Closed => None,
+            },
+            connections: plan.connections,
+            trace_headers: plan.trace_headers,
+            elapsed_s,
+            overall: PathSummary::new("all", &record.total(), elapsed_s),
+            paths: plan
+                .mix
+                .paths()
+                .zip(&record.paths)
+                .map(|(path, path_record)| PathSummary::new(path, path_record, elapsed_s))
+                .collect(),
+        }
+    }
+
+    /// The table, for a person at a terminal.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let mode = match self.rate {
+            Some(rate) => format!("open loop at {rate}/s"),
+            None => "closed loop".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "{} for {:.1}s, {mode}, {} connections, trace headers: {}",
+            self.target, self.elapsed_s, self.connections, self.trace_headers
+        );
+        let _ = writeln!(
+            out,
+            "{:<16} {:>9} {:>9} {:>7}  {:<18} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            "path",
+            "requests",
+            "rate/s",
+            "errors",
+            "status codes",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "max ms"
+        );
+        for row in self.paths.iter().chain(std::iter::once(&self.overall)) {
+            let statuses: Vec<String> = row
+                .status_codes
+                .iter()
+                .map(|(code, n)| format!("{code}:{n}"))
+                .collect();
+            let l = row.latency_ms;
+            let _ = writeln!(
+                out,
+                "{:<16} {:>9} {:>9.1} {:>7}  {:<18} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
+                row.path,
+                row.requests,
+                row.achieved_rate,
+                row.errors,
+                statuses.join(" "),
+                l.p50,
+                l.p90,
+                l.p99,
+                l.p99_9,
+                l.max
+            );
+        }
+        let kinds: Vec<String> = self
+            .overall
+            .error_kinds
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "errors: {} ({:.2}%): {}",
+            self.overall.errors,
+            self.overall.error_rate * 100.0,
+            kinds.join(", ")
+        );
+        if let Some(rate) = self.rate
+            && self.overall.achieved_rate < rate * 0.95
+        {
+            let _ = writeln!(
+                out,
+                "note: achieved {:.1}/s of {rate}/s: the service (or --connections) could not keep up",
+                self.overall.achieved_rate
+            );
+        }
+        out
+    }
+}
+
+impl PathSummary {
+    fn new(path: &str, record: &PathRecord, elapsed_s: f64) -> Self {
+        let requests = record.requests();
+        let errors = record.errors();
+        let mut error_kinds: BTreeMap<String, u64> =
+            [Failure::Connect, Failure::Timeout, Failure::Io]
+                .into_iter()
+                .map(|failure| {
+                    (
+                        kind_name(failure).to_owned(),
+                        record.failures.get(&failure).copied().unwrap_or(0),
+                    )
+                })
+                .collect();
+        error_kinds.insert("status".to_owned(), record.server_errors());
+        let histogram = &record.latency_us;
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        let latency = if histogram.is_empty() {
+            Latency::default()
+        } else {
+            Latency {
+                p50: ms(histogram.value_at_quantile(0.50)),
+                p90: ms(histogram.value_at_quantile(0.90)),
+                p99: ms(histogram.value_at_quantile(0.99)),
+                p99_9: ms(histogram.value_at_quantile(0.999)),
+                max: ms(histogram.max()),
+                mean: histogram.mean() / 1000.0,
+            }
+        };
+        Self {
+            path: path.to_owned(),
+            requests,
+            achieved_rate: if elapsed_s > 0.0 {
+                requests as f64 / elapsed_s
+            } else {
+                0.0
+            },
+            errors,
+            error_rate: if requests > 0 {
+                errors as f64 / requests as f64
+            } else {
+                0.0
+            },
+            status_codes: record
+                .statuses
+                .iter()
+                .map(|(code, n)| (code.to_string(), *n))
+                .collect(),
+            error_kinds,
+            latency_ms: latency,
+        }
+    }
+}
+
+fn kind_name(failure: Failure) -> &'static str {
+    match failure {
+        Failure::Connect => "connect",
+        Failure::Timeout => "timeout",
+        Failure::Io => "io",
+    }
+}

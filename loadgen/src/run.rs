@@ -1,0 +1,149 @@
+//! Running the plan: one task per connection, each claiming requests from the shared schedule,
+//! sending them and recording what happened.
+//!
+//! At a fixed rate, a request that a connection takes up after its due time (every connection was
+//! busy: the service is behind) is timed from when it was *due*, not from when it was sent: when the
+//! service stalls, the requests queued behind the stall carry the wait in their latency, as users
+//! would see it (no coordinated omission). A request taken up early waits for its due time and is
+//! timed from its send, so the timer's own wake-up jitter (about a millisecond) is not counted.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{HOST, USER_AGENT};
+use http::{HeaderValue, Request};
+use http_body_util::Empty;
+
+use crate::client::{Connection, Failure};
+use crate::plan::{Plan, Schedule};
+use crate::record::Record;
+use crate::trace_headers;
+
+/// Pause before reconnecting after a failed connect, so a dead target is not hammered in a loop.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(20);
+
+/// Live counters for the progress line.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct Outcome {
+    pub record: Record,
+    pub elapsed: Duration,
+}
+
+/// Checks that the target accepts connections, so a wrong URL fails at once with a clear message.
+pub async fn preflight(plan: &Plan) -> anyhow::Result<()> {
+    match Connection::open(&plan.target.address, plan.timeout).await {
+        Ok(_) => Ok(()),
+        Err(failure) => {
+            let why = match failure {
+                Failure::Timeout => "no answer",
+                _ => "connection refused or host unknown",
+            };
+            anyhow::bail!(
+                "cannot connect to {} ({}): {why}",
+                plan.target.base,
+                plan.target.address
+            )
+        }
+    }
+}
+
+/// Runs the plan to its end and merges every connection's record.
+pub async fn run(plan: Arc<Plan>, progress: Arc<Progress>) -> Outcome {
+    let schedule = Arc::new(Schedule::new(&plan, Instant::now()));
+    let targets: Arc<Vec<String>> = Arc::new(plan.mix.request_targets(&plan.target));
+    let workers: Vec<_> = (0..plan.connections)
+        .map(|_| {
+            tokio::spawn(worker(
+                plan.clone(),
+                schedule.clone(),
+                targets.clone(),
+                progress.clone(),
+            ))
+        })
+        .collect();
+    let mut record = Record::new(plan.mix.len());
+    for worker in workers {
+        if let Ok(worker_record) = worker.await {
+            record.merge(&worker_record);
+        }
+    }
+    Outcome {
+        record,
+        elapsed: schedule.start().elapsed(),
+    }
+}
+
+async fn worker(
+    plan: Arc<Plan>,
+    schedule: Arc<Schedule>,
+    targets: Arc<Vec<String>>,
+    progress: Arc<Progress>,
+) -> Record {
+    let mut record = Record::new(targets.len());
+    let mut connection: Option<Connection> = None;
+    let host = HeaderValue::from_str(&plan.target.authority)
+        .expect("a URL authority is a valid header value");
+    let user_agent = HeaderValue::from_static(concat!("loadgen/", env!("CARGO_PKG_VERSION")));
+    while let Some(slot) = schedule.claim() {
+        let behind = slot.due.filter(|due| Instant::now() > *due);
+        if let (Some(due), None) = (slot.due, behind) {
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let path = plan.mix.pick(slot.index);
+        let timed_from = behind.unwrap_or_else(Instant::now);
+
+        if !connection.as_ref().is_some_and(Connection::is_open) {
+            match Connection::open(&plan.target.address, plan.timeout).await {
+                Ok(opened) => connection = Some(opened),
+                Err(failure) => {
+                    record.failure(path, failure);
+                    progress.requests.fetch_add(1, Ordering::Relaxed);
+                    progress.errors.fetch_add(1, Ordering::Relaxed);
+                    if slot.due.is_none() {
+                        tokio::time::sleep(RECONNECT_PAUSE).await;
+                    }
+                    continue;
+                }
+            }
+        }
+        let Some(open) = connection.as_mut() else {
+            continue;
+        };
+
+        let mut request = Request::get(targets[path].as_str())
+            .body(Empty::<Bytes>::new())
+            .expect("the mix paths were validated");
+        let headers = request.headers_mut();
+        headers.insert(HOST, host.clone());
+        headers.insert(USER_AGENT, user_agent.clone());
+        for (name, value) in &plan.headers {
+            headers.append(name, value.clone());
+        }
+        trace_headers::inject(plan.trace_headers, headers);
+
+        match open.send(request, plan.timeout).await {
+            Ok(status) => {
+                record.answer(path, status, timed_from.elapsed());
+                if status.is_server_error() {
+                    progress.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(failure) => {
+                record.failure(path, failure);
+                progress.errors.fetch_add(1, Ordering::Relaxed);
+                connection = None;
+            }
+        }
+        progress.requests.fetch_add(1, Ordering::Relaxed);
+    }
+    record
+}

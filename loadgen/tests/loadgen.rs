@@ -1,0 +1,404 @@
+//! loadgen against in-test servers on loopback: counts, mix, rate, percentiles, errors, headers.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use clap::Parser;
+use loadgen::{Args, Summary};
+
+/// How the in-test server answers.
+#[derive(Clone, Copy, Default)]
+struct Behaviour {
+    /// Sleep this long before every answer.
+    delay: Duration,
+    /// Request number at which the whole server stalls, and for how long.
+    stall: Option<(u64, Duration)>,
+}
+
+#[derive(Default)]
+struct Seen {
+    paths: HashMap<String, u64>,
+    headers: Vec<HeaderMap>,
+}
+
+#[derive(Clone)]
+struct Server {
+    behaviour: Behaviour,
+    count: Arc<AtomicU64>,
+    seen: Arc<Mutex<Seen>>,
+    /// Held for writing during a stall: every request waits for it.
+    stalled: Arc<tokio::sync::RwLock<()>>,
+}
+
+async fn answer(State(server): State<Server>, uri: Uri, headers: HeaderMap) -> StatusCode {
+    let n = server.count.fetch_add(1, Ordering::SeqCst);
+    {
+        let mut seen = server.seen.lock().unwrap();
+        *seen.paths.entry(uri.path().to_owned()).or_default() += 1;
+        seen.headers.push(headers);
+    }
+    if let Some((at, stall)) = server.behaviour.stall
+        && n == at
+    {
+        let _everyone_waits = server.stalled.write().await;
+        tokio::time::sleep(stall).await;
+    }
+    drop(server.stalled.read().await);
+    if !server.behaviour.delay.is_zero() {
+        tokio::time::sleep(server.behaviour.delay).await;
+    }
+    if uri.path().starts_with("/fail") {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::OK
+    }
+}
+
+/// Starts a server on a free port; returns its URL and what it saw.
+async fn serve(behaviour: Behaviour) -> (String, Arc<Mutex<Seen>>) {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let server = Server {
+        behaviour,
+        count: Arc::new(AtomicU64::new(0)),
+        seen: seen.clone(),
+        stalled: Arc::default(),
+    };
+    let app = Router::new().fallback(answer).with_state(server);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+async fn load(url: &str, args: &[&str]) -> Summary {
+    let args = Args::try_parse_from(["loadgen", url].iter().chain(args)).unwrap();
+    loadgen::execute(args.into_plan().unwrap()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_exactly_the_requested_count() {
+    let (url, seen) = serve(Behaviour::default()).await;
+    let summary = load(&url, &["-n", "250", "-c", "8", "--mix", "/api/apm"]).await;
+    assert_eq!(summary.overall.requests, 250);
+    assert_eq!(summary.overall.status_codes["200"], 250);
+    assert_eq!(summary.overall.errors, 0);
+    assert_eq!(seen.lock().unwrap().paths["/api/apm"], 250);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mix_is_sent_in_proportion() {
+    let (url, seen) = serve(Behaviour::default()).await;
+    let summary = load(&url, &["-n", "2000", "-c", "4", "--mix", "/a=3,/b=1"]).await;
+    let seen = seen.lock().unwrap();
+    assert_eq!((seen.paths["/a"], seen.paths["/b"]), (1500, 500));
+    let counts: Vec<(String, u64)> = summary
+        .paths
+        .iter()
+        .map(|p| (p.path.clone(), p.requests))
+        .collect();
+    assert_eq!(counts, [("/a".to_owned(), 1500), ("/b".to_owned(), 500)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_mix_includes_a_small_share_of_404s() {
+    let (url, seen) = serve(Behaviour::default()).await;
+    load(&url, &["-n", "200", "-c", "2"]).await;
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.paths["/no-such-page"], 10, "5% of the default mix");
+    assert_eq!(seen.paths["/api/apm"], 70);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_rate_is_achieved() {
+    let (url, _) = serve(Behaviour::default()).await;
+    let summary = load(&url, &["--rate", "200", "-d", "2s", "-c", "4"]).await;
+    assert_eq!(summary.mode, "open");
+    let requests = summary.overall.requests as f64;
+    assert!(
+        (380.0..=401.0).contains(&requests),
+        "{requests} requests at 200/s for 2 s"
+    );
+    assert!(
+        (summary.overall.achieved_rate - 200.0).abs() < 10.0,
+        "{}",
+        summary.overall.achieved_rate
+    );
+    assert!(
+        (1.9..2.3).contains(&summary.elapsed_s),
+        "{}",
+        summary.elapsed_s
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_service_time_gives_known_percentiles() {
+    let delay = Duration::from_millis(20);
+    let (url, _) = serve(Behaviour { delay, stall: None }).await;
+    let summary = load(&url, &["-n", "100", "-c", "4", "--mix", "/x"]).await;
+    let latency = summary.overall.latency_ms;
+    assert!((20.0..26.0).contains(&latency.p50), "p50 {latency:?}");
+    assert!((20.0..40.0).contains(&latency.p99), "p99 {latency:?}");
+    assert!(latency.max >= latency.p99 && latency.p99 >= latency.p90 && latency.p90 >= latency.p50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_raises_p99_at_a_fixed_rate() {
+    // One request stalls 600 ms; at 200/s on 4 connections, the requests due meanwhile wait too.
+    let stall = Duration::from_millis(600);
+    let (url, _) = serve(Behaviour {
+        delay: Duration::ZERO,
+        stall: Some((100, stall)),
+    })
+    .await;
+    let open = load(
+        &url,
+        &["--rate", "200", "-d", "2s", "-c", "4", "--mix", "/x"],
+    )
+    .await;
+    assert!(
+        open.overall.latency_ms.p99 > 200.0,
+        "open loop p99 {:?}",
+        open.overall.latency_ms
+    );
+    assert!(
+        open.overall.latency_ms.p90 > 50.0,
+        "the queued requests count: {:?}",
+        open.overall.latency_ms
+    );
+
+    // The same stall in a closed loop hides behind one slow request per connection (4 of 400).
+    let (url, _) = serve(Behaviour {
+        delay: Duration::ZERO,
+        stall: Some((100, stall)),
+    })
+    .await;
+    let closed = load(&url, &["-n", "400", "-c", "4", "--mix", "/x"]).await;
+    assert!(
+        closed.overall.latency_ms.p90 < 50.0,
+        "closed loop p90 {:?}",
+        closed.overall.latency_ms
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_are_counted_as_status_errors() {
+    let (url, _) = serve(Behaviour::default()).await;
+    let summary = load(
+        &url,
+        &["-n", "100", "-c", "2", "--mix", "/ok=1,/fail=1,/missing=2"],
+    )
+    .await;
+    assert_eq!(summary.overall.errors, 25);
+    assert_eq!(summary.overall.error_kinds["status"], 25);
+    assert_eq!(summary.overall.status_codes["500"], 25);
+    assert!((summary.overall.error_rate - 0.25).abs() < 1e-9);
+    let fail = summary.paths.iter().find(|p| p.path == "/fail").unwrap();
+    assert_eq!(fail.errors, 25);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_answers_gives_timeouts_and_the_run_ends() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket); // accept, read nothing, answer nothing
+        }
+    });
+    let started = std::time::Instant::now();
+    let summary = load(&url, &["-n", "4", "-c", "2", "--timeout", "200ms"]).await;
+    assert_eq!(summary.overall.error_kinds["timeout"], 4);
+    assert_eq!(summary.overall.errors, 4);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_hangs_up_gives_io_errors() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            drop(socket);
+        }
+    });
+    // The preflight connect succeeds (the listener accepts); every request then fails.
+    let summary = load(&url, &["-n", "6", "-c", "2"]).await;
+    assert_eq!(summary.overall.requests, 6);
+    assert_eq!(summary.overall.errors, 6);
+    assert_eq!(
+        summary.overall.error_kinds["io"] + summary.overall.error_kinds["connect"],
+        6
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_and_custom_headers_are_injected() {
+    let (url, seen) = serve(Behaviour::default()).await;
+    load(
+        &url,
+        &[
+            "-n",
+            "20",
+            "-c",
+            "2",
+            "--trace-headers",
+            "datadog",
+            "-H",
+            "x-team: apm",
+        ],
+    )
+    .await;
+    let headers = std::mem::take(&mut seen.lock().unwrap().headers);
+    let trace_ids: std::collections::HashSet<String> = headers
+        .iter()
+        .map(|h| h["x-datadog-trace-id"].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(trace_ids.len(), 20, "a fresh trace per request");
+    assert!(
+        headers
+            .iter()
+            .all(|h| h["x-datadog-sampling-priority"] == "1" && h["x-team"] == "apm")
+    );
+    assert!(
+        headers
+            .iter()
+            .all(|h| h.contains_key("x-datadog-parent-id") && !h.contains_key("traceparent"))
+    );
+
+    load(&url, &["-n", "5", "-c", "1", "--trace-headers", "w3c"]).await;
+    let headers = std::mem::take(&mut seen.lock().unwrap().headers);
+    assert!(
+        headers
+            .iter()
+            .all(|h| h["traceparent"].to_str().unwrap().starts_with("00-"))
+    );
+    assert!(
+        headers
+            .iter()
+            .all(|h| !h.contains_key("x-datadog-trace-id"))
+    );
+}
+
+fn loadgen(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .env_clear()
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_summary_has_the_documented_shape() {
+    let (url, _) = serve(Behaviour::default()).await;
+    let output =
+        tokio::task::spawn_blocking(move || loadgen(&[&url, "-n", "50", "-c", "2", "--json"]))
+            .await
+            .unwrap();
+    assert!(output.status.success());
+    let json: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("stdout is only the JSON summary");
+    for key in [
+        "target",
+        "mode",
+        "rate",
+        "connections",
+        "trace_headers",
+        "elapsed_s",
+        "path",
+        "requests",
+        "achieved_rate",
+        "errors",
+        "error_rate",
+        "status_codes",
+        "error_kinds",
+        "latency_ms",
+        "paths",
+    ] {
+        assert!(json.get(key).is_some(), "{key} in {json}");
+    }
+    for key in ["p50", "p90", "p99", "p99.9", "max", "mean"] {
+        assert!(json["latency_ms"][key].is_number(), "latency_ms.{key}");
+    }
+    for key in ["connect", "timeout", "io", "status"] {
+        assert_eq!(json["error_kinds"][key], 0, "error_kinds.{key}");
+    }
+    assert_eq!(json["requests"], 50);
+    assert_eq!(json["paths"].as_array().unwrap().len(), 4);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("p99"),
+        "the table goes to stderr"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_rate_above_the_limit_exits_3() {
+    let (url, _) = serve(Behaviour::default()).await;
+    let output = tokio::task::spawn_blocking(move || {
+        loadgen(&[
+            &url,
+            "-n",
+            "40",
+            "--mix",
+            "/ok=1,/fail=1",
+            "--max-error-rate",
+            "0.1",
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--max-error-rate"));
+}
+
+#[test]
+fn bad_input_is_a_clear_error_never_a_panic() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let unreachable = format!("http://{closed}");
+    let cases: [(&[&str], i32, &str); 6] = [
+        (&[&unreachable, "-n", "5"], 1, "cannot connect"),
+        (&["not a url"], 2, "not a URL"),
+        (&["http://127.0.0.1:1", "--rate", "0"], 2, "--rate"),
+        (&["http://127.0.0.1:1", "--rate", "-3"], 2, "--rate"),
+        (&["http://127.0.0.1:1", "--mix", "/a=1,b"], 2, "--mix"),
+        (&["http://127.0.0.1:1", "-d", "forever"], 2, "duration"),
+    ];
+    for (args, code, message) in cases {
+        let output = loadgen(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn every_flag_reads_an_environment_variable() {
+    let output = loadgen(&["--help"]);
+    let help = String::from_utf8_lossy(&output.stdout);
+    for variable in [
+        "LOADGEN_URL",
+        "LOADGEN_RATE",
+        "LOADGEN_CONNECTIONS",
+        "LOADGEN_DURATION",
+        "LOADGEN_REQUESTS",
+        "LOADGEN_MIX",
+        "LOADGEN_HEADERS",
+        "LOADGEN_TRACE_HEADERS",
+        "LOADGEN_TIMEOUT",
+        "LOADGEN_JSON",
+        "LOADGEN_MAX_ERROR_RATE",
+    ] {
+        assert!(help.contains(variable), "{variable}");
+    }
+    assert!(help.contains("Examples:"));
+}
