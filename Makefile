@@ -5,14 +5,21 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: run test lint test-rust conformance test-agent-config mariadb venv
+.PHONY: run local release test lint test-rust conformance test-python mariadb venv bench bench-loadgen
 
 ## run: the service on :5050 (Ctrl-C stops it; spans go to DD_AGENT_HOST:DD_TRACE_AGENT_PORT)
 run:
 	$(CARGO) run --release --bin apm-demo
 
-## test: lint, the Rust tests, the conformance suite against Datadog's test agent, agent-config
-test: lint test-rust conformance test-agent-config
+## local: the demo with no Docker and no Datadog account (DURATION=30s, RATE=50, PORT=5050)
+local: venv mariadb release
+	local/run.sh
+
+release:
+	$(CARGO) build --release --workspace --bin apm-demo --bin loadgen
+
+## test: lint, the Rust tests, the conformance suite against Datadog's test agent, the Python suites
+test: lint test-rust conformance test-python
 
 lint:
 	$(CARGO) fmt --all --check
@@ -25,9 +32,10 @@ conformance: venv
 	DDAPM_TEST_AGENT=$(CURDIR)/$(VENV)/bin/ddapm-test-agent \
 		$(CARGO) test --release --features conformance --test conformance
 
-## test-agent-config: the custom check with datadog-checks-base, the MySQL setup on a real MariaDB
-test-agent-config: venv mariadb
-	$(VENV)/bin/pytest -q agent-config/tests
+## test-python: agent-config (custom check, MySQL setup on a real MariaDB), the compose file and
+## Dockerfiles, and `make local` end to end
+test-python: venv mariadb release
+	$(VENV)/bin/pytest -q agent-config/tests tests/compose local
 
 ## mariadb: Debian's MariaDB server, installed if missing (the tests start a private instance of it)
 mariadb:
@@ -35,6 +43,16 @@ mariadb:
 		echo "installing mariadb-server"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server >/dev/null; \
 	fi
+
+## bench: the benchmarks; each prints its figures and ratios measured side by side in one run
+bench: bench-loadgen
+
+## bench-loadgen: loadgen's maximum rate against wrk and oha on the same server, and fixed-rate latency
+bench-loadgen:
+	$(CARGO) build --release -p loadgen --bin loadgen --example hello_server
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
+	@command -v oha >/dev/null || test -x $(HOME)/.cargo/bin/oha || $(CARGO) install oha --locked
+	python3 bench/bench_loadgen.py
 
 ## venv: the Python tools of the tests, pinned in requirements.txt
 venv: $(VENV)/.installed

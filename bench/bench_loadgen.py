@@ -1,0 +1,121 @@
+"""bench-loadgen: loadgen's maximum rate against wrk's and oha's, side by side in one run.
+
+The same minimal server (loadgen's `hello_server` example) on CPU 0, each tool in turn on CPU 1 with
+the same connections and duration, rounds alternating between the tools; medians and ratios printed.
+Then loadgen's CPU seconds per 100k requests, and loadgen's and oha's p50/p99 at a fixed rate well
+below saturation (both time from the send, as neither is behind).
+
+Run by `make bench-loadgen`, which builds the binaries and installs wrk and oha when missing.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RELEASE = os.path.join(ROOT, "target", "release")
+
+
+def pinned(cpu, argv):
+    return ["taskset", "-c", str(cpu)] + argv if shutil.which("taskset") else argv
+
+
+def cpu_seconds_of(argv):
+    """Runs argv and returns (stdout, user+system CPU seconds), from the kernel's accounting."""
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    out = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"failed: {' '.join(argv)}")
+    return out, usage.ru_utime + usage.ru_stime
+
+
+def loadgen(url, connections, duration, rate=None):
+    argv = [os.path.join(RELEASE, "loadgen"), url, "-c", str(connections), "-d", f"{duration}s",
+            "--mix", "/", "--json"]
+    if rate:
+        argv += ["--rate", str(rate)]
+    out, cpu = cpu_seconds_of(pinned(1, argv))
+    summary = json.loads(out)
+    return {"rps": summary["achieved_rate"], "requests": summary["requests"], "cpu": cpu,
+            "p50": summary["latency_ms"]["p50"], "p99": summary["latency_ms"]["p99"]}
+
+
+def wrk(url, connections, duration):
+    out, _ = cpu_seconds_of(pinned(1, ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", url]))
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
+
+
+def oha_binary():
+    return shutil.which("oha") or os.path.expanduser("~/.cargo/bin/oha")
+
+
+def oha(url, connections, duration, rate=None):
+    argv = [oha_binary(), "-z", f"{duration}s", "-c", str(connections), "--no-tui", "--output-format", "json", url]
+    if rate:
+        argv[1:1] = ["-q", str(rate)]
+    out, _ = cpu_seconds_of(pinned(1, argv))
+    summary = json.loads(out)
+    latency = summary["latencyPercentiles"]
+    return {"rps": summary["summary"]["requestsPerSec"], "p50": latency["p50"] * 1000, "p99": latency["p99"] * 1000}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per run")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rate", type=int, default=2000, help="fixed rate for the latency comparison")
+    args = parser.parse_args()
+
+    server = subprocess.Popen(pinned(0, [os.path.join(RELEASE, "examples", "hello_server")]),
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        url = "http://" + server.stdout.readline().strip() + "/"
+        tools = {"loadgen": loadgen, "wrk": wrk}
+        if os.path.exists(oha_binary()):
+            tools["oha"] = oha
+        print(f"server {url} on CPU 0; each tool on CPU 1; -c {args.connections}, {args.duration}s runs, "
+              f"{args.rounds} rounds; {os.cpu_count()} CPUs")
+        results = {name: [] for name in tools}
+        for round_number in range(args.rounds):
+            for name, tool in tools.items():
+                result = tool(url, args.connections, args.duration)
+                results[name].append(result)
+                print(f"  round {round_number + 1} {name:8} {result['rps']:>10.0f} req/s", flush=True)
+
+        median = {name: statistics.median(r["rps"] for r in runs) for name, runs in results.items()}
+        print("\nclosed loop, maximum rate (median)")
+        for name, rps in median.items():
+            print(f"  {name:8} {rps:>10.0f} req/s   loadgen/{name} = {median['loadgen'] / rps:.2f}")
+        cpu = statistics.median(r["cpu"] / r["requests"] * 100_000 for r in results["loadgen"])
+        print(f"loadgen CPU seconds per 100k requests: {cpu:.3f}")
+
+        if "oha" in tools:
+            print(f"\nfixed rate {args.rate}/s, latency (median of {args.rounds})")
+            fixed = {"loadgen": [], "oha": []}
+            for _ in range(args.rounds):
+                fixed["loadgen"].append(loadgen(url, args.connections, args.duration, args.rate))
+                fixed["oha"].append(oha(url, args.connections, args.duration, args.rate))
+            for name, runs in fixed.items():
+                p50 = statistics.median(r["p50"] for r in runs)
+                p99 = statistics.median(r["p99"] for r in runs)
+                fixed[name] = (p50, p99)
+                print(f"  {name:8} p50 {p50:.3f} ms  p99 {p99:.3f} ms")
+            (lp50, lp99), (op50, op99) = fixed["loadgen"], fixed["oha"]
+            print(f"  loadgen/oha: p50 {lp50 / op50:.2f}, p99 {lp99 / op99:.2f}")
+        else:
+            print("\noha is not installed: no fixed-rate comparison (make bench-loadgen installs it)")
+    finally:
+        server.terminate()
+        server.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

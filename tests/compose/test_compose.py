@@ -1,0 +1,162 @@
+"""docker-compose.yml against the compose specification, its wiring, and the Dockerfiles' lint.
+
+No Docker engine runs here: the compose file is validated with check-jsonschema's vendored copy of
+the compose-spec schema, and its wiring (mounts, agent host, tags, secrets) is read as data.
+"""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def compose():
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def service(compose, name):
+    return compose["services"][name]
+
+
+def bind_mounts(svc):
+    """(source, target) of each bind mount written `./source:target[:mode]`."""
+    mounts = []
+    for volume in svc.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith(("./", "/")):
+            mounts.append((source, target))
+    return mounts
+
+
+def test_compose_file_validates_against_the_compose_specification():
+    result = subprocess.run([str(VENV_BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_validator_rejects_a_broken_compose_file(tmp_path):
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text("services:\n  app:\n    ports: 5050\n    depends_on: {db: {condition: whenever}}\n")
+    result = subprocess.run([str(VENV_BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(broken)],
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+
+
+def test_the_demo_has_its_services(compose):
+    assert set(compose["services"]) == {"app", "datadog-agent", "test-agent", "mysql", "loadgen"}
+
+
+def test_every_repository_mount_exists(compose):
+    for name, svc in compose["services"].items():
+        for source, _ in bind_mounts(svc):
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"{name} mounts {source}, which is not in the repository"
+
+
+def test_app_sends_traces_to_the_agent_service(compose):
+    env = service(compose, "app")["environment"]
+    assert env["DD_AGENT_HOST"] == "datadog-agent"
+    assert env["DD_TRACE_AGENT_PORT"] == "8126"
+    assert env["LOG_FORMAT"] == "json"
+    # In the local profile the test agent answers to the same name.
+    aliases = service(compose, "test-agent")["networks"]["default"]["aliases"]
+    assert "datadog-agent" in aliases
+
+
+def test_app_has_unified_service_tagging(compose):
+    app = service(compose, "app")
+    for tag in ("service", "env", "version"):
+        assert app["labels"][f"com.datadoghq.tags.{tag}"] == app["environment"][f"DD_{tag.upper()}"], tag
+    assert "5050:5050" in app["ports"]
+
+
+def test_agent_reads_agent_config_where_the_agent_looks(compose):
+    mounts = dict((target, source) for source, target in bind_mounts(service(compose, "datadog-agent")))
+    assert mounts["/etc/datadog-agent/datadog.yaml"] == "./agent-config/datadog.yaml"
+    assert mounts["/conf.d"] == "./agent-config/conf.d"
+    assert mounts["/checks.d"] == "./agent-config/checks.d"
+    for host_path in ("/proc/", "/sys/fs/cgroup/", "/var/run/docker.sock"):
+        assert host_path in {source for source, _ in bind_mounts(service(compose, "datadog-agent"))}, host_path
+    docker_sock = next(v for v in service(compose, "datadog-agent")["volumes"] if "docker.sock" in v)
+    assert docker_sock.endswith(":ro"), "the Docker socket read-only"
+
+
+def test_agent_opens_apm_and_dogstatsd_to_the_other_containers(compose):
+    env = service(compose, "datadog-agent")["environment"]
+    for key in ("DD_APM_ENABLED", "DD_APM_NON_LOCAL_TRAFFIC", "DD_DOGSTATSD_NON_LOCAL_TRAFFIC", "DD_LOGS_ENABLED",
+                "DD_LOGS_CONFIG_CONTAINER_COLLECT_ALL"):
+        assert env[key] == "true", key
+
+
+def test_agent_refuses_to_start_without_an_api_key(compose):
+    key = service(compose, "datadog-agent")["environment"]["DD_API_KEY"]
+    assert re.fullmatch(r"\$\{DD_API_KEY:\?.+\}", key), "compose stops with a message when DD_API_KEY is unset"
+
+
+def test_mysql_runs_the_setup_sql_and_is_not_published(compose):
+    mysql = service(compose, "mysql")
+    mounts = dict((target, source) for source, target in bind_mounts(mysql))
+    init = ROOT / mounts["/docker-entrypoint-initdb.d"]
+    assert (init / "datadog-user.sh").exists()
+    assert "ports" not in mysql
+    assert "mysql-data:/var/lib/mysql" in mysql["volumes"]
+    assert "mysql-data" in compose["volumes"]
+
+
+def test_every_service_has_a_health_check_and_waits_for_health(compose):
+    for name, svc in compose["services"].items():
+        assert "healthcheck" in svc, name
+        for dependency, condition in (svc.get("depends_on") or {}).items():
+            assert condition["condition"] == "service_healthy", f"{name} -> {dependency}"
+    assert set(service(compose, "app")["depends_on"]) == {"datadog-agent", "test-agent"}
+    assert set(service(compose, "loadgen")["depends_on"]) == {"app"}
+
+
+def test_no_secret_is_written_in_the_compose_file(compose):
+    for name, svc in compose["services"].items():
+        for key, value in (svc.get("environment") or {}).items():
+            if re.search(r"KEY|PASSWORD|SECRET|TOKEN", key):
+                assert re.fullmatch(r"\$\{[A-Z_]+(:[?-].*)?\}", str(value)), f"{name}.{key} is written in the file"
+
+
+def test_env_example_documents_every_variable_compose_reads():
+    used = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", COMPOSE.read_text()))
+    documented = set(re.findall(r"^([A-Z_][A-Z0-9_]*)=", (ROOT / ".env.example").read_text(), re.M))
+    assert used <= documented, f"not in .env.example: {sorted(used - documented)}"
+    assert not re.search(r"^(DD_API_KEY|DD_APP_KEY|MYSQL_\w*PASSWORD)=\S", (ROOT / ".env.example").read_text(), re.M)
+    ignored = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=ROOT)
+    assert ignored.returncode == 0, ".env is git-ignored"
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "loadgen/Dockerfile"])
+def test_dockerfile_passes_hadolint(dockerfile):
+    result = subprocess.run([str(VENV_BIN / "hadolint"), "--config", str(ROOT / ".hadolint.yaml"), str(ROOT / dockerfile)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_catches_a_bad_dockerfile(tmp_path):
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM debian\nRUN apt-get install curl\n")
+    result = subprocess.run([str(VENV_BIN / "hadolint"), str(bad)], capture_output=True, text=True)
+    assert result.returncode != 0
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "loadgen/Dockerfile"])
+def test_image_runs_as_a_non_root_user_with_the_binary_only(dockerfile):
+    text = (ROOT / dockerfile).read_text()
+    final_stage = text.split("\nFROM ")[-1]
+    users = re.findall(r"^USER\s+(\S+)", final_stage, re.M)
+    assert users and users[-1] not in ("root", "0"), "the last USER of the runtime stage is not root"
+    copies = re.findall(r"^COPY\s+(.*)$", final_stage, re.M)
+    assert len(copies) == 1 and copies[0].startswith("--from=build"), copies
+    assert "RUN --mount=type=cache" in text, "dependencies cached between builds"
