@@ -93,7 +93,8 @@ def main():
         median = {name: statistics.median(r["rps"] for r in runs) for name, runs in results.items()}
         print("\nclosed loop, maximum rate (median)")
         for name, rps in median.items():
-            print(f"  {name:8} {rps:>10.0f} req/s   loadgen/{name} = {median['loadgen'] / rps:.2f}")
+            ratio = "" if name == "loadgen" else f"   loadgen/{name} = {median['loadgen'] / rps:.2f}"
+            print(f"  {name:8} {rps:>10.0f} req/s{ratio}")
         cpu = statistics.median(r["cpu"] / r["requests"] * 100_000 for r in results["loadgen"])
         print(f"loadgen CPU seconds per 100k requests: {cpu:.3f}")
 
