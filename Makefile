@@ -16,7 +16,7 @@ local: venv mariadb release
 	local/run.sh
 
 release:
-	$(CARGO) build --release --workspace --bin apm-demo --bin loadgen
+	$(CARGO) build --release --workspace --bin apm-demo --bin loadgen --bin provision
 
 ## test: lint, the Rust tests, the conformance suite against Datadog's test agent, the Python suites
 test: lint test-rust conformance test-python
@@ -35,7 +35,7 @@ conformance: venv
 ## test-python: agent-config (custom check, MySQL setup on a real MariaDB), the compose file and
 ## Dockerfiles, and `make local` end to end
 test-python: venv mariadb release
-	$(VENV)/bin/pytest -q agent-config/tests tests/compose local
+	$(VENV)/bin/pytest -q agent-config/tests tests/compose local provision/tests
 
 ## mariadb: Debian's MariaDB server, installed if missing (the tests start a private instance of it)
 mariadb:

@@ -1,0 +1,144 @@
+//! provision: plan, apply, destroy the seed's Datadog objects, or post a snapshot of my_metric.
+
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand};
+use provision::api::{Api, Credentials};
+use provision::apply::{self, WebApp};
+use provision::resources::{self, Settings};
+
+/// The seed exercise's dashboards, monitor and downtimes, as code, applied through the Datadog API.
+#[derive(Debug, Parser)]
+#[command(name = "provision", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// The Agent's host name: every query and the downtimes are scoped to it.
+    #[arg(
+        long,
+        global = true,
+        env = "PROVISION_HOST",
+        default_value = "apm-demo-host"
+    )]
+    host: String,
+    /// Who is notified: an email address or an @handle.
+    #[arg(
+        long,
+        global = true,
+        env = "PROVISION_NOTIFY",
+        default_value = "me@example.com"
+    )]
+    notify: String,
+    /// Time zone of the downtimes (IANA name, e.g. Europe/Paris).
+    #[arg(long, global = true, env = "PROVISION_TIMEZONE", default_value = "UTC")]
+    timezone: String,
+    /// The service's environment, as in DD_ENV.
+    #[arg(long, global = true, env = "DD_ENV", default_value = "demo")]
+    env: String,
+    /// Datadog site.
+    #[arg(long, global = true, env = "DD_SITE", default_value = "datadoghq.com")]
+    site: String,
+    /// API base URL (default: https://api.<site>); for a proxy or a test server.
+    #[arg(long, global = true, env = "DD_API_URL", hide = true)]
+    api_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the exact request bodies; no network, no keys.
+    Plan {
+        /// One JSON document {"dashboards": [...], "monitors": [...], "downtimes": [...]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create what is missing, update what differs, and print each object's URL.
+    Apply,
+    /// Remove every object provision manages.
+    Destroy,
+    /// Post a graph snapshot of my_metric in an event that @-mentions --notify.
+    Snapshot,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let today = time::OffsetDateTime::now_utc().date();
+    let settings = Settings {
+        host: cli.host.clone(),
+        notify: cli.notify.clone(),
+        timezone: cli.timezone.clone(),
+        env: cli.env.clone(),
+        today,
+    };
+    match run(&cli, &settings) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("provision: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli, settings: &Settings) -> anyhow::Result<()> {
+    if let Command::Plan { json } = cli.command {
+        let plan = resources::plan(settings);
+        if json {
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        } else {
+            for (kind, bodies) in [
+                ("dashboard", serde_json::to_value(&plan.dashboards)?),
+                ("monitor", serde_json::to_value(&plan.monitors)?),
+                ("downtime", serde_json::to_value(&plan.downtimes)?),
+            ] {
+                for body in bodies.as_array().into_iter().flatten() {
+                    println!("# {kind}\n{}\n", serde_json::to_string_pretty(body)?);
+                }
+            }
+            println!("# downtimes name the monitor by its tag here; apply gives them its id");
+        }
+        return Ok(());
+    }
+
+    // Every other command talks to Datadog: both keys, before any request.
+    let key = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .ok_or_else(|| {
+                anyhow::anyhow!("{name} is not set: export it or put it in .env (see .env.example)")
+            })
+    };
+    let credentials = Credentials {
+        api_key: key("DD_API_KEY")?,
+        app_key: key("DD_APP_KEY")?,
+    };
+    let base = cli
+        .api_url
+        .clone()
+        .unwrap_or_else(|| format!("https://api.{}", cli.site));
+    let api = Api::new(base, credentials)?;
+    let web = WebApp::for_site(&cli.site);
+    let outcome = match cli.command {
+        Command::Apply => apply::apply(&api, settings, &web),
+        Command::Destroy => apply::destroy(&api, settings, &web),
+        Command::Snapshot => {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64;
+            let (snapshot, event) = provision::snapshot::post(&api, settings, now)?;
+            println!("snapshot {snapshot}\nevent    {event}");
+            return Ok(());
+        }
+        Command::Plan { .. } => unreachable!("handled above"),
+    };
+    match outcome {
+        Ok(report) => {
+            report.print();
+            Ok(())
+        }
+        Err(failed) => {
+            failed.report.print();
+            Err(failed.error.context(
+                "stopped; what is listed above was done, and the next apply carries on from it",
+            ))
+        }
+    }
+}

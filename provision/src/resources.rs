@@ -1,0 +1,647 @@
+//! What provision manages, as the exact API request bodies: two dashboards, the monitor, two downtimes.
+//!
+//! Small serde types of our own rather than the `datadog-api-client` crate (a clean build of it took
+//! 8.5 minutes and 7 GiB here, for four object kinds); `make test` validates every body against
+//! Datadog's official models instead (provision/tests/test_payloads.py).
+
+use serde::Serialize;
+use time::{Date, Duration, Weekday};
+
+/// Every object carries this, so that provision finds (and only touches) its own.
+pub const MANAGED_BY: &str = "managed-by:apm-demo";
+/// The operation name the service's spans carry; trace metrics are named after it (DESIGN.md).
+pub const OPERATION: &str = "http.server.request";
+pub const SERVICE: &str = "apm-demo";
+
+/// The values the objects are built from.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The host the metrics are scoped to (the Agent's hostname).
+    pub host: String,
+    /// Who is notified: an email address or an @handle (`@slack-ops`).
+    pub notify: String,
+    /// Time zone of the downtimes (IANA name).
+    pub timezone: String,
+    /// The service's environment (`DD_ENV`).
+    pub env: String,
+    /// Today, in the downtimes' time zone: their first occurrences are on or after it.
+    pub today: Date,
+}
+
+impl Settings {
+    /// The notification handle as it is written in a message: `@` + address or handle.
+    pub fn mention(&self) -> String {
+        format!("@{}", self.notify.trim_start_matches('@'))
+    }
+}
+
+// ---------------------------------------------------------------- dashboards (v1)
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Dashboard {
+    pub title: String,
+    pub description: String,
+    pub layout_type: &'static str,
+    pub widgets: Vec<Widget>,
+    pub template_variables: Vec<TemplateVariable>,
+    pub default_timeframe: Timeframe,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Widget {
+    pub definition: TimeseriesDefinition,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TimeseriesDefinition {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub title: String,
+    pub show_legend: bool,
+    pub requests: Vec<TimeseriesRequest>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TimeseriesRequest {
+    pub q: String,
+    pub display_type: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TemplateVariable {
+    pub name: &'static str,
+    pub prefix: &'static str,
+    pub default: String,
+}
+
+/// The dashboard's default time frame (a dashboard-level setting; widgets have none).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Timeframe {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub unit: &'static str,
+    pub value: u32,
+}
+
+fn timeseries(title: impl Into<String>, queries: &[String], display_type: &'static str) -> Widget {
+    Widget {
+        definition: TimeseriesDefinition {
+            kind: "timeseries",
+            title: title.into(),
+            show_legend: true,
+            requests: queries
+                .iter()
+                .map(|q| TimeseriesRequest {
+                    q: q.clone(),
+                    display_type,
+                })
+                .collect(),
+        },
+    }
+}
+
+fn description(text: &str) -> String {
+    format!(
+        "{text}\n\nManaged by apm-demo's `provision` ({MANAGED_BY}): changes made here are overwritten."
+    )
+}
+
+/// The seed's timeboard: my_metric on the host, a MySQL metric with anomaly bounds, my_metric summed
+/// per hour; live over the past 5 minutes.
+pub fn timeboard(s: &Settings) -> Dashboard {
+    let host = &s.host;
+    Dashboard {
+        title: "apm-demo: my_metric".into(),
+        description: description(
+            "The seed exercise's timeboard: the custom check and the MySQL integration.",
+        ),
+        layout_type: "ordered",
+        widgets: vec![
+            timeseries(
+                format!("my_metric on {host}"),
+                &[format!("avg:my_metric{{host:{host}}}")],
+                "line",
+            ),
+            // The seed graphed mysql.performance.cpu_time, which the Agent reads only from a mysqld on
+            // its own host; the compose demo's MySQL is another container, so: queries per second.
+            timeseries(
+                "MySQL queries per second, with anomaly bounds (basic, 2)",
+                &[format!(
+                    "anomalies(avg:mysql.performance.queries{{host:{host}}}, 'basic', 2)"
+                )],
+                "line",
+            ),
+            timeseries(
+                "my_metric summed per hour (rollup)",
+                &[format!("sum:my_metric{{host:{host}}}.rollup(sum, 3600)")],
+                "bars",
+            ),
+        ],
+        template_variables: Vec::new(),
+        default_timeframe: Timeframe {
+            kind: "live",
+            unit: "minute",
+            value: 5,
+        },
+    }
+}
+
+/// APM and infrastructure together: the service's hits, errors and latency by resource, from the
+/// trace metrics of its operation, next to the host's CPU and memory and MySQL.
+pub fn apm_dashboard(s: &Settings) -> Dashboard {
+    let scope = format!("service:{SERVICE},env:{}", s.env);
+    let host = &s.host;
+    let trace = |suffix: &str| format!("trace.{OPERATION}{suffix}");
+    Dashboard {
+        title: "apm-demo: APM and infrastructure".into(),
+        description: description(
+            "The service's requests next to the host and the database that serve them.",
+        ),
+        layout_type: "ordered",
+        widgets: vec![
+            timeseries(
+                "Hits by resource",
+                &[format!(
+                    "sum:{}{{{scope}}} by {{resource_name}}.as_count()",
+                    trace(".hits")
+                )],
+                "bars",
+            ),
+            timeseries(
+                "Errors by resource",
+                &[format!(
+                    "sum:{}{{{scope}}} by {{resource_name}}.as_count()",
+                    trace(".errors")
+                )],
+                "bars",
+            ),
+            timeseries(
+                "Latency p50 and p99 by resource",
+                &[
+                    format!("p50:{}{{{scope}}} by {{resource_name}}", trace("")),
+                    format!("p99:{}{{{scope}}} by {{resource_name}}", trace("")),
+                ],
+                "line",
+            ),
+            timeseries(
+                format!("CPU of {host}"),
+                &[
+                    format!("avg:system.cpu.user{{host:{host}}}"),
+                    format!("avg:system.cpu.system{{host:{host}}}"),
+                ],
+                "area",
+            ),
+            timeseries(
+                format!("Memory used on {host}"),
+                &[format!("avg:system.mem.used{{host:{host}}}")],
+                "area",
+            ),
+            timeseries(
+                "MySQL queries and connections",
+                &[
+                    format!("avg:mysql.performance.queries{{host:{host}}}"),
+                    format!("avg:mysql.net.connections{{host:{host}}}"),
+                ],
+                "line",
+            ),
+        ],
+        template_variables: vec![TemplateVariable {
+            name: "host",
+            prefix: "host",
+            default: host.clone(),
+        }],
+        default_timeframe: Timeframe {
+            kind: "live",
+            unit: "hour",
+            value: 1,
+        },
+    }
+}
+
+// ---------------------------------------------------------------- monitor (v1)
+
+/// my_metric's thresholds: warning above 500, alert above 800, over the past 5 minutes.
+pub const WARNING: f64 = 500.0;
+pub const CRITICAL: f64 = 800.0;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Monitor {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub query: String,
+    pub message: String,
+    pub tags: Vec<String>,
+    pub options: MonitorOptions,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MonitorOptions {
+    pub thresholds: Thresholds,
+    pub notify_no_data: bool,
+    /// Minutes without data before the no-data state.
+    pub no_data_timeframe: u32,
+    pub include_tags: bool,
+    pub require_full_window: bool,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Thresholds {
+    pub critical: f64,
+    pub warning: f64,
+}
+
+/// The monitor's message: one text per state, Datadog's `{{#is_...}}` sections; HOST and NOTIFY are
+/// filled in. The alert names the value and the host's IP, which resolve because the query is
+/// grouped by host.
+const MONITOR_MESSAGE: &str = "\
+{{#is_alert}}my_metric averaged {{value}} over 5 minutes on {{host.name}} ({{host.ip}}), above the \
+alert threshold {{threshold}}.{{/is_alert}}
+{{#is_warning}}my_metric averaged {{value}} over 5 minutes on {{host.name}}, above the warning \
+threshold {{warn_threshold}}.{{/is_warning}}
+{{#is_no_data}}No my_metric data from HOST for 10 minutes: is the Agent's custom check running?\
+{{/is_no_data}}
+{{#is_recovery}}my_metric on {{host.name}} is back to normal.{{/is_recovery}}
+
+Notify: NOTIFY";
+
+/// Alerts on the average of my_metric over 5 minutes; grouped by host so that `{{host.ip}}` resolves.
+pub fn monitor(s: &Settings) -> Monitor {
+    let host = &s.host;
+    let message = MONITOR_MESSAGE
+        .replace("HOST", host)
+        .replace("NOTIFY", &s.mention());
+    Monitor {
+        name: format!("apm-demo: my_metric is high on {host}"),
+        kind: "metric alert",
+        query: format!("avg(last_5m):avg:my_metric{{host:{host}}} by {{host}} > {CRITICAL}"),
+        message,
+        tags: vec![MANAGED_BY.into(), format!("service:{SERVICE}")],
+        options: MonitorOptions {
+            thresholds: Thresholds {
+                critical: CRITICAL,
+                warning: WARNING,
+            },
+            notify_no_data: true,
+            no_data_timeframe: 10,
+            include_tags: true,
+            require_full_window: false,
+        },
+    }
+}
+
+// ---------------------------------------------------------------- downtimes (v2)
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DowntimeRequest {
+    pub data: DowntimeData,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DowntimeData {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub attributes: DowntimeAttributes,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DowntimeAttributes {
+    pub message: String,
+    pub scope: String,
+    pub monitor_identifier: MonitorIdentifier,
+    pub display_timezone: String,
+    pub schedule: Schedule,
+    /// Notify when the downtime starts, so that its recipient knows the monitor is muted.
+    pub notify_end_states: Vec<&'static str>,
+    pub notify_end_types: Vec<&'static str>,
+}
+
+/// The monitor a downtime silences: known by id once the monitor exists, by tag before.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum MonitorIdentifier {
+    Id { monitor_id: i64 },
+    Tags { monitor_tags: Vec<String> },
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Schedule {
+    pub timezone: String,
+    pub recurrences: Vec<Recurrence>,
+}
+
+/// One recurring window: RFC 5545 rule, its length, and its first start (local time, no offset).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Recurrence {
+    pub rrule: String,
+    pub duration: String,
+    pub start: String,
+}
+
+/// A downtime as provision plans it: a name (for humans and for finding it again) and its body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedDowntime {
+    pub name: &'static str,
+    pub weekdays: &'static [Weekday],
+    pub start_hour: u8,
+    pub hours: u32,
+}
+
+/// Weekday evenings 19:00 to 09:00 the next morning.
+pub const WEEKNIGHTS: PlannedDowntime = PlannedDowntime {
+    name: "weeknights",
+    weekdays: &[
+        Weekday::Monday,
+        Weekday::Tuesday,
+        Weekday::Wednesday,
+        Weekday::Thursday,
+        Weekday::Friday,
+    ],
+    start_hour: 19,
+    hours: 14,
+};
+
+/// Saturday 00:00 through Monday 09:00: the whole weekend, and Monday's early hours, which the
+/// weeknight downtimes (they start in the evening) would leave open.
+pub const WEEKEND: PlannedDowntime = PlannedDowntime {
+    name: "weekend",
+    weekdays: &[Weekday::Saturday],
+    start_hour: 0,
+    hours: 57,
+};
+
+impl PlannedDowntime {
+    /// The marker its message starts with, by which provision finds it again.
+    pub fn marker(&self) -> String {
+        format!("[{MANAGED_BY} downtime:{}]", self.name)
+    }
+
+    pub fn request(&self, s: &Settings, monitor: MonitorIdentifier) -> DowntimeRequest {
+        let days: Vec<&str> = self.weekdays.iter().map(|d| rrule_day(*d)).collect();
+        let first = first_on_or_after(s.today, self.weekdays);
+        DowntimeRequest {
+            data: DowntimeData {
+                kind: "downtime",
+                attributes: DowntimeAttributes {
+                    message: format!(
+                        "{} my_metric's monitor is muted out of office hours ({}). {}",
+                        self.marker(),
+                        self.name,
+                        s.mention()
+                    ),
+                    scope: format!("host:{}", s.host),
+                    monitor_identifier: monitor,
+                    display_timezone: s.timezone.clone(),
+                    schedule: Schedule {
+                        timezone: s.timezone.clone(),
+                        recurrences: vec![Recurrence {
+                            rrule: format!("FREQ=WEEKLY;BYDAY={}", days.join(",")),
+                            duration: format!("{}h", self.hours),
+                            start: format!("{first}T{:02}:00:00", self.start_hour),
+                        }],
+                    },
+                    notify_end_states: vec!["alert", "warn", "no data"],
+                    notify_end_types: vec!["canceled", "expired"],
+                },
+            },
+        }
+    }
+}
+
+pub const DOWNTIMES: [PlannedDowntime; 2] = [WEEKNIGHTS, WEEKEND];
+
+fn rrule_day(day: Weekday) -> &'static str {
+    match day {
+        Weekday::Monday => "MO",
+        Weekday::Tuesday => "TU",
+        Weekday::Wednesday => "WE",
+        Weekday::Thursday => "TH",
+        Weekday::Friday => "FR",
+        Weekday::Saturday => "SA",
+        Weekday::Sunday => "SU",
+    }
+}
+
+/// The first date on or after `from` that falls on one of `days`.
+fn first_on_or_after(from: Date, days: &[Weekday]) -> Date {
+    (0..7)
+        .map(|n| from + Duration::days(n))
+        .find(|d| days.contains(&d.weekday()))
+        .unwrap_or(from)
+}
+
+/// Everything `plan --json` prints: each element the exact API body.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub dashboards: Vec<Dashboard>,
+    pub monitors: Vec<Monitor>,
+    pub downtimes: Vec<DowntimeRequest>,
+}
+
+/// The plan; downtimes name the monitor by tag until it has an id.
+pub fn plan(s: &Settings) -> Plan {
+    let by_tag = MonitorIdentifier::Tags {
+        monitor_tags: vec![MANAGED_BY.into()],
+    };
+    Plan {
+        dashboards: vec![timeboard(s), apm_dashboard(s)],
+        monitors: vec![monitor(s)],
+        downtimes: DOWNTIMES
+            .iter()
+            .map(|d| d.request(s, by_tag.clone()))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::date;
+
+    fn settings() -> Settings {
+        Settings {
+            host: "demo-host".into(),
+            notify: "me@example.com".into(),
+            timezone: "UTC".into(),
+            env: "demo".into(),
+            today: date!(2026 - 11 - 25), // a Wednesday
+        }
+    }
+
+    fn queries(dashboard: &Dashboard) -> Vec<&str> {
+        dashboard
+            .widgets
+            .iter()
+            .flat_map(|w| w.definition.requests.iter().map(|r| r.q.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn every_timeboard_query_is_scoped_to_the_host() {
+        for q in queries(&timeboard(&settings())) {
+            assert!(q.contains("{host:demo-host}"), "{q}");
+        }
+    }
+
+    #[test]
+    fn timeboard_has_the_three_seed_graphs() {
+        let board = timeboard(&settings());
+        let queries = queries(&board);
+        assert_eq!(queries[0], "avg:my_metric{host:demo-host}");
+        assert_eq!(
+            queries[1],
+            "anomalies(avg:mysql.performance.queries{host:demo-host}, 'basic', 2)"
+        );
+        assert_eq!(
+            queries[2],
+            "sum:my_metric{host:demo-host}.rollup(sum, 3600)"
+        );
+        let timeframe = timeboard(&settings()).default_timeframe;
+        assert_eq!(
+            (timeframe.kind, timeframe.unit, timeframe.value),
+            ("live", "minute", 5)
+        );
+    }
+
+    #[test]
+    fn apm_dashboard_uses_the_services_trace_metrics() {
+        let dashboard = apm_dashboard(&settings());
+        let queries = queries(&dashboard);
+        assert!(queries.iter().any(|q| {
+            q.starts_with("sum:trace.http.server.request.hits{service:apm-demo,env:demo}")
+        }));
+        assert!(
+            queries
+                .iter()
+                .any(|q| q.starts_with("sum:trace.http.server.request.errors{"))
+        );
+        assert!(
+            queries
+                .iter()
+                .any(|q| q.starts_with("p99:trace.http.server.request{"))
+        );
+        assert!(
+            queries
+                .iter()
+                .any(|q| q.contains("system.cpu.user{host:demo-host}"))
+        );
+        assert!(
+            queries
+                .iter()
+                .any(|q| q.contains("system.mem.used{host:demo-host}"))
+        );
+        assert!(queries.iter().any(|q| q.contains("mysql.")));
+    }
+
+    #[test]
+    fn monitor_thresholds_match_the_query() {
+        let monitor = monitor(&settings());
+        let (_, threshold) = monitor.query.rsplit_once(" > ").expect("a `>` comparison");
+        let threshold: f64 = threshold.parse().unwrap();
+        assert_eq!(
+            threshold, monitor.options.thresholds.critical,
+            "Datadog requires them equal"
+        );
+        assert!(
+            monitor.options.thresholds.warning < monitor.options.thresholds.critical,
+            "warning first for `>`"
+        );
+        assert!(
+            monitor
+                .query
+                .starts_with("avg(last_5m):avg:my_metric{host:demo-host} by {host}")
+        );
+        assert_eq!(
+            (
+                monitor.options.notify_no_data,
+                monitor.options.no_data_timeframe
+            ),
+            (true, 10)
+        );
+    }
+
+    #[test]
+    fn monitor_message_differs_by_state_and_notifies() {
+        let message = monitor(&settings()).message;
+        for section in ["is_alert", "is_warning", "is_no_data"] {
+            assert!(
+                message.contains(&format!("{{{{#{section}}}}}")),
+                "{section}"
+            );
+            assert!(
+                message.contains(&format!("{{{{/{section}}}}}")),
+                "{section}"
+            );
+        }
+        let alert = &message
+            [message.find("{{#is_alert}}").unwrap()..message.find("{{/is_alert}}").unwrap()];
+        assert!(
+            alert.contains("{{value}}") && alert.contains("{{host.ip}}"),
+            "{alert}"
+        );
+        assert!(message.contains("@me@example.com"));
+    }
+
+    #[test]
+    fn downtimes_start_on_their_next_day() {
+        let s = settings();
+        let weeknights = WEEKNIGHTS.request(&s, MonitorIdentifier::Id { monitor_id: 1 });
+        let recurrence = &weeknights.data.attributes.schedule.recurrences[0];
+        assert_eq!(recurrence.rrule, "FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR");
+        assert_eq!(recurrence.start, "2026-11-25T19:00:00");
+        assert_eq!(recurrence.duration, "14h");
+        let weekend = WEEKEND.request(&s, MonitorIdentifier::Id { monitor_id: 1 });
+        assert_eq!(
+            weekend.data.attributes.schedule.recurrences[0].start,
+            "2026-11-28T00:00:00"
+        );
+    }
+
+    /// Expands both recurrences over two weeks, minute by minute: silent exactly outside
+    /// Monday-Friday 09:00-19:00.
+    #[test]
+    fn downtimes_silence_every_minute_outside_office_hours_and_none_inside() {
+        let s = settings();
+        const WEEK: i64 = 7 * 24 * 60;
+        let monday = date!(2026 - 11 - 30);
+        let minute_of = |d: Date, hour: i64| (d - monday).whole_days() * 24 * 60 + hour * 60;
+        let mut silenced = vec![false; 3 * WEEK as usize];
+        for downtime in DOWNTIMES {
+            let request = downtime.request(&s, MonitorIdentifier::Id { monitor_id: 1 });
+            let recurrence = &request.data.attributes.schedule.recurrences[0];
+            let hours: i64 = recurrence.duration.trim_end_matches('h').parse().unwrap();
+            let days = recurrence.rrule.trim_start_matches("FREQ=WEEKLY;BYDAY=");
+            // Every occurrence from the week before through the week after the one examined.
+            for offset in -7..21 {
+                let day = monday + Duration::days(offset);
+                if days.split(',').any(|d| d == rrule_day(day.weekday())) {
+                    let start = minute_of(day, i64::from(downtime.start_hour)) + WEEK;
+                    for m in start..start + hours * 60 {
+                        if (0..3 * WEEK).contains(&m) {
+                            silenced[m as usize] = true;
+                        }
+                    }
+                }
+            }
+        }
+        for m in WEEK..2 * WEEK {
+            let day = (m - WEEK) / (24 * 60);
+            let hour = ((m - WEEK) % (24 * 60)) / 60;
+            let office = day < 5 && (9..19).contains(&hour);
+            assert_eq!(silenced[m as usize], !office, "day {day} hour {hour}");
+        }
+    }
+
+    #[test]
+    fn plan_has_all_five_objects() {
+        let plan = plan(&settings());
+        assert_eq!(
+            (
+                plan.dashboards.len(),
+                plan.monitors.len(),
+                plan.downtimes.len()
+            ),
+            (2, 1, 2)
+        );
+    }
+}

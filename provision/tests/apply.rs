@@ -1,0 +1,591 @@
+//! The apply flow against a local HTTP server that answers like the Datadog API (dashboards v1,
+//! monitors v1, downtimes v2), with faults injected: create, update in place, nothing to do, 403, 429,
+//! 5xx, a partial failure and the run that converges after it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use provision::api::{Api, Credentials};
+use provision::apply::{self, Action, WebApp};
+use provision::resources::Settings;
+use serde_json::{Value, json};
+
+#[derive(Default)]
+struct Store {
+    dashboards: Vec<Value>,
+    monitors: Vec<Value>,
+    downtimes: Vec<Value>,
+    next_id: u64,
+    /// Every request: (method, path).
+    log: Vec<(String, String)>,
+    /// Answers to give before the real one, per "METHOD /path" prefix.
+    faults: HashMap<String, VecDeque<(StatusCode, Option<&'static str>)>>,
+    /// A "METHOD /path" prefix that always answers 500.
+    broken: Option<String>,
+    api_key_seen: Option<String>,
+}
+
+type Shared = Arc<Mutex<Store>>;
+
+fn fake_datadog(store: Shared) -> String {
+    let app = Router::new()
+        .route(
+            "/api/v1/dashboard",
+            get(list_dashboards).post(create_dashboard),
+        )
+        .route(
+            "/api/v1/dashboard/{id}",
+            get(get_dashboard)
+                .put(update_dashboard)
+                .delete(delete_dashboard),
+        )
+        .route("/api/v1/monitor", get(list_monitors).post(create_monitor))
+        .route(
+            "/api/v1/monitor/{id}",
+            axum::routing::put(update_monitor).delete(delete_monitor),
+        )
+        .route(
+            "/api/v2/downtime",
+            get(list_downtimes).post(create_downtime),
+        )
+        .route(
+            "/api/v2/downtime/{id}",
+            axum::routing::patch(update_downtime).delete(cancel_downtime),
+        )
+        .route("/api/v1/graph/snapshot", get(snapshot))
+        .route("/api/v1/events", post(event))
+        .layer(axum::middleware::from_fn_with_state(store.clone(), faults))
+        .with_state(store);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    format!("http://{}", rx.recv().unwrap())
+}
+
+/// Logs each request and answers injected faults before the handlers.
+async fn faults(
+    State(store): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let key = format!("{method} {}", uri.path());
+    {
+        let mut store = store.lock().unwrap();
+        store.log.push((method.to_string(), uri.path().to_owned()));
+        store.api_key_seen = headers
+            .get("dd-api-key")
+            .map(|v| v.to_str().unwrap().to_owned());
+        if store
+            .broken
+            .as_ref()
+            .is_some_and(|b| key.starts_with(b.as_str()))
+        {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                r#"{"errors":["Internal Server Error"]}"#,
+            )
+                .into_response();
+        }
+        let fault = store
+            .faults
+            .iter_mut()
+            .find(|(prefix, queue)| key.starts_with(prefix.as_str()) && !queue.is_empty())
+            .and_then(|(_, queue)| queue.pop_front());
+        if let Some((status, retry_after)) = fault {
+            let mut response = (status, format!(r#"{{"errors":["{status}"]}}"#)).into_response();
+            if let Some(seconds) = retry_after {
+                response
+                    .headers_mut()
+                    .insert("retry-after", seconds.parse().unwrap());
+            }
+            return response;
+        }
+    }
+    next.run(request).await
+}
+
+fn new_id(store: &mut Store) -> u64 {
+    store.next_id += 1;
+    store.next_id
+}
+
+async fn list_dashboards(State(s): State<Shared>) -> axum::Json<Value> {
+    let s = s.lock().unwrap();
+    let summaries: Vec<Value> = s
+        .dashboards
+        .iter()
+        .map(|d| json!({"id": d["id"], "title": d["title"]}))
+        .collect();
+    axum::Json(json!({ "dashboards": summaries }))
+}
+
+async fn create_dashboard(
+    State(s): State<Shared>,
+    axum::Json(mut body): axum::Json<Value>,
+) -> axum::Json<Value> {
+    let mut s = s.lock().unwrap();
+    let id = format!("abc-def-{}", new_id(&mut s));
+    body["id"] = json!(id);
+    body["url"] = json!(format!("/dashboard/{id}/apm-demo"));
+    body["author_handle"] = json!("provision@example.com");
+    s.dashboards.push(body.clone());
+    axum::Json(body)
+}
+
+async fn get_dashboard(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, StatusCode> {
+    let s = s.lock().unwrap();
+    s.dashboards
+        .iter()
+        .find(|d| d["id"] == id)
+        .cloned()
+        .map(axum::Json)
+        .ok_or(StatusCode::NOT_FOUND)
+}
+
+async fn update_dashboard(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    axum::Json(mut body): axum::Json<Value>,
+) -> Result<axum::Json<Value>, StatusCode> {
+    let mut s = s.lock().unwrap();
+    let stored = s
+        .dashboards
+        .iter_mut()
+        .find(|d| d["id"] == id)
+        .ok_or(StatusCode::NOT_FOUND)?;
+    body["id"] = json!(id);
+    body["url"] = stored["url"].clone();
+    *stored = body.clone();
+    Ok(axum::Json(body))
+}
+
+async fn delete_dashboard(State(s): State<Shared>, Path(id): Path<String>) -> StatusCode {
+    s.lock().unwrap().dashboards.retain(|d| d["id"] != id);
+    StatusCode::OK
+}
+
+async fn list_monitors(
+    State(s): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> axum::Json<Value> {
+    let s = s.lock().unwrap();
+    let tag = q.get("monitor_tags").cloned().unwrap_or_default();
+    let found: Vec<Value> = s
+        .monitors
+        .iter()
+        .filter(|m| m["tags"].as_array().unwrap().iter().any(|t| *t == tag))
+        .cloned()
+        .collect();
+    axum::Json(Value::Array(found))
+}
+
+async fn create_monitor(
+    State(s): State<Shared>,
+    axum::Json(mut body): axum::Json<Value>,
+) -> axum::Json<Value> {
+    let mut s = s.lock().unwrap();
+    body["id"] = json!(new_id(&mut s));
+    body["overall_state"] = json!("No Data");
+    s.monitors.push(body.clone());
+    axum::Json(body)
+}
+
+async fn update_monitor(
+    State(s): State<Shared>,
+    Path(id): Path<i64>,
+    axum::Json(mut body): axum::Json<Value>,
+) -> Result<axum::Json<Value>, StatusCode> {
+    let mut s = s.lock().unwrap();
+    let stored = s
+        .monitors
+        .iter_mut()
+        .find(|m| m["id"] == id)
+        .ok_or(StatusCode::NOT_FOUND)?;
+    body["id"] = json!(id);
+    *stored = body.clone();
+    Ok(axum::Json(body))
+}
+
+async fn delete_monitor(State(s): State<Shared>, Path(id): Path<i64>) -> StatusCode {
+    s.lock().unwrap().monitors.retain(|m| m["id"] != id);
+    StatusCode::OK
+}
+
+async fn list_downtimes(State(s): State<Shared>) -> axum::Json<Value> {
+    axum::Json(json!({ "data": s.lock().unwrap().downtimes }))
+}
+
+async fn create_downtime(
+    State(s): State<Shared>,
+    axum::Json(body): axum::Json<Value>,
+) -> axum::Json<Value> {
+    let mut s = s.lock().unwrap();
+    let mut attributes = body["data"]["attributes"].clone();
+    attributes["status"] = json!("scheduled");
+    let downtime = json!({"type": "downtime", "id": format!("00000000-0000-0000-0000-{:012}", new_id(&mut s)), "attributes": attributes});
+    s.downtimes.push(downtime.clone());
+    axum::Json(json!({ "data": downtime }))
+}
+
+async fn update_downtime(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    axum::Json(body): axum::Json<Value>,
+) -> Result<axum::Json<Value>, StatusCode> {
+    let mut s = s.lock().unwrap();
+    let stored = s
+        .downtimes
+        .iter_mut()
+        .find(|d| d["id"] == id)
+        .ok_or(StatusCode::NOT_FOUND)?;
+    if body["data"]["id"] != id {
+        return Err(StatusCode::BAD_REQUEST);
+    }
+    let mut attributes = body["data"]["attributes"].clone();
+    attributes["status"] = json!("scheduled");
+    stored["attributes"] = attributes;
+    Ok(axum::Json(json!({ "data": stored.clone() })))
+}
+
+/// Datadog's v2 DELETE cancels a downtime; it stays listed as canceled.
+async fn cancel_downtime(State(s): State<Shared>, Path(id): Path<String>) -> StatusCode {
+    let mut s = s.lock().unwrap();
+    if let Some(d) = s.downtimes.iter_mut().find(|d| d["id"] == id) {
+        d["attributes"]["status"] = json!("canceled");
+    }
+    StatusCode::NO_CONTENT
+}
+
+async fn snapshot(Query(q): Query<HashMap<String, String>>) -> axum::Json<Value> {
+    assert_eq!(q["metric_query"], "avg:my_metric{host:test-host}");
+    axum::Json(
+        json!({"snapshot_url": "https://p.datadoghq.com/snapshot/view/x.png", "metric_query": q["metric_query"]}),
+    )
+}
+
+async fn event(axum::Json(body): axum::Json<Value>) -> axum::Json<Value> {
+    axum::Json(
+        json!({"status": "ok", "event": {"id": 1, "url": "https://app.datadoghq.com/event/event?id=1", "text": body["text"]}}),
+    )
+}
+
+// ---------------------------------------------------------------- the tests
+
+fn settings() -> Settings {
+    Settings {
+        host: "test-host".into(),
+        notify: "me@example.com".into(),
+        timezone: "Europe/Paris".into(),
+        env: "demo".into(),
+        today: time::OffsetDateTime::now_utc().date(),
+    }
+}
+
+fn api(base: &str) -> Api {
+    Api::new(
+        base,
+        Credentials {
+            api_key: "test-api-key".into(),
+            app_key: "test-app-key".into(),
+        },
+    )
+    .unwrap()
+    .with_backoff(Duration::from_millis(10))
+}
+
+fn web() -> WebApp {
+    WebApp::for_site("datadoghq.com")
+}
+
+fn writes(store: &Shared) -> Vec<(String, String)> {
+    store
+        .lock()
+        .unwrap()
+        .log
+        .iter()
+        .filter(|(m, _)| m != "GET")
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn first_apply_creates_everything_and_wires_the_downtimes_to_the_monitor() {
+    let store = Shared::default();
+    let base = fake_datadog(store.clone());
+    let report = apply::apply(&api(&base), &settings(), &web()).unwrap();
+    let actions: Vec<(&str, Action)> = report.outcomes.iter().map(|o| (o.kind, o.action)).collect();
+    assert_eq!(
+        actions,
+        [
+            ("dashboard", Action::Created),
+            ("dashboard", Action::Created),
+            ("monitor", Action::Created),
+            ("downtime", Action::Created),
+            ("downtime", Action::Created)
+        ]
+    );
+    let s = store.lock().unwrap();
+    assert_eq!(s.api_key_seen.as_deref(), Some("test-api-key"));
+    let monitor_id = s.monitors[0]["id"].as_i64().unwrap();
+    for downtime in &s.downtimes {
+        assert_eq!(
+            downtime["attributes"]["monitor_identifier"]["monitor_id"],
+            monitor_id
+        );
+        assert_eq!(
+            downtime["attributes"]["schedule"]["timezone"],
+            "Europe/Paris"
+        );
+    }
+    let urls: Vec<&str> = report.outcomes.iter().map(|o| o.url.as_str()).collect();
+    assert!(
+        urls[0].starts_with("https://app.datadoghq.com/dashboard/abc-def-"),
+        "{urls:?}"
+    );
+    assert_eq!(
+        urls[2],
+        format!("https://app.datadoghq.com/monitors/{monitor_id}")
+    );
+}
+
+#[test]
+fn second_apply_changes_nothing_and_says_so() {
+    let store = Shared::default();
+    let base = fake_datadog(store.clone());
+    apply::apply(&api(&base), &settings(), &web()).unwrap();
+    let before = writes(&store).len();
+    let report = apply::apply(&api(&base), &settings(), &web()).unwrap();
+    assert!(
+        report
+            .outcomes
+            .iter()
+            .all(|o| o.action == Action::Unchanged),
+        "{report:?}"
+    );
+    assert_eq!(writes(&store).len(), before, "no write on the second apply");
+    let s = store.lock().unwrap();
+    assert_eq!(
+        (s.dashboards.len(), s.monitors.len(), s.downtimes.len()),
+        (2, 1, 2)
+    );
+}
+
+#[test]
+fn a_changed_object_is_updated_in_place() {
+    let store = Shared::default();
+    let base = fake_datadog(store.clone());
+    apply::apply(&api(&base), &settings(), &web()).unwrap();
+    {
+        let mut s = store.lock().unwrap();
+        s.monitors[0]["options"]["thresholds"]["critical"] = json!(900);
+        s.dashboards[1]["widgets"].as_array_mut().unwrap().pop();
+        s.downtimes[1]["attributes"]["schedule"]["recurrences"][0]["duration"] = json!("48h");
+    }
+    let report = apply::apply(&api(&base), &settings(), &web()).unwrap();
+    let actions: Vec<Action> = report.outcomes.iter().map(|o| o.action).collect();
+    assert_eq!(
+        actions,
+        [
+            Action::Unchanged,
+            Action::Updated,
+            Action::Updated,
+            Action::Unchanged,
+            Action::Updated
+        ]
+    );
+    let s = store.lock().unwrap();
+    assert_eq!(s.monitors.len(), 1, "updated, not duplicated");
+    assert_eq!(s.monitors[0]["options"]["thresholds"]["critical"], 800.0);
+    assert_eq!(
+        s.downtimes[1]["attributes"]["schedule"]["recurrences"][0]["duration"],
+        "57h"
+    );
+}
+
+#[test]
+fn refused_keys_fail_at_once_with_a_clear_message() {
+    let store = Shared::default();
+    let base = fake_datadog(store.clone());
+    store.lock().unwrap().faults.insert(
+        "GET /api/v1/dashboard".into(),
+        VecDeque::from([(StatusCode::FORBIDDEN, None)]),
+    );
+    let failed = apply::apply(&api(&base), &settings(), &web()).unwrap_err();
+    let message = format!("{:#}", failed.error);
+    assert!(
+        message.contains("403") && message.contains("DD_API_KEY") && message.contains("DD_APP_KEY"),
+        "{message}"
+    );
+    assert!(failed.report.outcomes.is_empty());
+    assert_eq!(store.lock().unwrap().log.len(), 1, "a 403 is not retried");
+}
+
+#[test]
+fn rate_limits_are_waited_out_as_the_api_asks() {
+    let store = Shared::default();
+    let base = fake_datadog(store.clone());
+    store.lock().unwrap().faults.insert(
+        "POST /api/v1/monitor".into(),
+        VecDeque::from([(StatusCode::TOO_MANY_REQUESTS, Some("1"))]),
+    );
+    let started = Instant::now();
+    let report = apply::apply(&api(&base), &settings(), &web()).unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "waited the Retry-After second"
+    );
+    assert_eq!(report.outcomes.len(), 5);
+    let s = store.lock().unwrap();
+    assert_eq!(s.monitors.len(), 1);
+    assert_eq!(
+        s.log
+            .iter()
+            .filter(|(m, p)| m == "POST" && p == "/api/v1/monitor")
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn server_errors_are_retried_a_bounded_number_of_times() {
+    let store = Shared::default();
+    let base = fake_datadog(store.clone());
+    store.lock().unwrap().faults.insert(
+        "GET /api/v1/dashboard".into(),
+        VecDeque::from([
+            (StatusCode::BAD_GATEWAY, None),
+            (StatusCode::SERVICE_UNAVAILABLE, None),
+        ]),
+    );
+    apply::apply(&api(&base), &settings(), &web()).expect("the third attempt succeeds");
+
+    store.lock().unwrap().broken = Some("GET /api/v1/dashboard".into());
+    let before = store.lock().unwrap().log.len();
+    let failed = apply::apply(&api(&base), &settings(), &web()).unwrap_err();
+    assert!(
+        format!("{:#}", failed.error).contains("500"),
+        "{:#}",
+        failed.error
+    );
+    assert_eq!(
+        store.lock().unwrap().log.len() - before,
+        3,
+        "three attempts, then it gives up"
+    );
+}
+
+#[test]
+fn a_partial_failure_reports_what_was_done_and_the_next_apply_converges() {
+    let store = Shared::default();
+    let base = fake_datadog(store.clone());
+    store.lock().unwrap().broken = Some("POST /api/v1/monitor".into());
+    let failed = apply::apply(&api(&base), &settings(), &web()).unwrap_err();
+    let done: Vec<(&str, Action)> = failed
+        .report
+        .outcomes
+        .iter()
+        .map(|o| (o.kind, o.action))
+        .collect();
+    assert_eq!(
+        done,
+        [
+            ("dashboard", Action::Created),
+            ("dashboard", Action::Created)
+        ]
+    );
+    assert!(format!("{:#}", failed.error).contains("POST /api/v1/monitor"));
+
+    store.lock().unwrap().broken = None;
+    let report = apply::apply(&api(&base), &settings(), &web()).unwrap();
+    let actions: Vec<Action> = report.outcomes.iter().map(|o| o.action).collect();
+    assert_eq!(
+        actions,
+        [
+            Action::Unchanged,
+            Action::Unchanged,
+            Action::Created,
+            Action::Created,
+            Action::Created
+        ]
+    );
+    let s = store.lock().unwrap();
+    assert_eq!(
+        (s.dashboards.len(), s.monitors.len(), s.downtimes.len()),
+        (2, 1, 2),
+        "no duplicates"
+    );
+}
+
+#[test]
+fn destroy_removes_everything_it_manages() {
+    let store = Shared::default();
+    let base = fake_datadog(store.clone());
+    apply::apply(&api(&base), &settings(), &web()).unwrap();
+    let report = apply::destroy(&api(&base), &settings(), &web()).unwrap();
+    assert_eq!(report.outcomes.len(), 5);
+    let s = store.lock().unwrap();
+    assert!(s.dashboards.is_empty() && s.monitors.is_empty());
+    assert!(
+        s.downtimes
+            .iter()
+            .all(|d| d["attributes"]["status"] == "canceled")
+    );
+    drop(s);
+    // And a new apply starts from scratch rather than reviving canceled downtimes.
+    let report = apply::apply(&api(&base), &settings(), &web()).unwrap();
+    assert!(report.outcomes.iter().all(|o| o.action == Action::Created));
+}
+
+#[test]
+fn snapshot_is_posted_in_an_event_that_mentions_the_recipient() {
+    let store = Shared::default();
+    let base = fake_datadog(store.clone());
+    let (snapshot, event) =
+        provision::snapshot::post(&api(&base), &settings(), 1_800_000_000).unwrap();
+    assert!(snapshot.ends_with(".png"));
+    assert!(event.contains("event"));
+    let log = store.lock().unwrap().log.clone();
+    assert_eq!(
+        log.iter()
+            .map(|(m, p)| format!("{m} {p}"))
+            .collect::<Vec<_>>(),
+        ["GET /api/v1/graph/snapshot", "POST /api/v1/events"]
+    );
+}
+
+#[test]
+fn a_missing_key_is_an_error_before_any_request() {
+    let store = Shared::default();
+    let base = fake_datadog(store.clone());
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_provision"))
+        .env_clear()
+        .env("DD_API_URL", &base)
+        .env("DD_APP_KEY", "set")
+        .arg("apply")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("DD_API_KEY is not set"));
+    assert!(store.lock().unwrap().log.is_empty(), "no request was made");
+}

@@ -1,0 +1,93 @@
+"""Every body `provision plan --json` prints, validated against Datadog's official API models.
+
+The Python `datadog-api-client` deserialises each body with type checks: a wrong type or a missing
+required field raises. An unknown enum value or widget shape does not raise but marks the model
+`_unparsed`, so the result is walked for that too.
+"""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from datadog_api_client import Configuration
+from datadog_api_client.model_utils import OpenApiModel, validate_and_convert_types
+from datadog_api_client.v1.model.dashboard import Dashboard
+from datadog_api_client.v1.model.monitor import Monitor
+from datadog_api_client.v2.model.downtime_create_request import DowntimeCreateRequest
+
+ROOT = Path(__file__).resolve().parents[2]
+PROVISION = ROOT / "target" / "release" / "provision"
+
+
+@pytest.fixture(scope="module")
+def plan():
+    result = subprocess.run([str(PROVISION), "plan", "--host", "demo-host", "--notify", "me@example.com", "--json"],
+                            capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"})
+    return json.loads(result.stdout)
+
+
+def unparsed(value, path="body"):
+    """Paths of every model in `value` the client could not parse, and of every key it does not know
+    (the client keeps unknown keys silently; the API would ignore or reject them)."""
+    found = []
+    if isinstance(value, OpenApiModel):
+        if getattr(value, "_unparsed", False):
+            found.append(path)
+        known = set(getattr(value, "openapi_types", {}) or {})
+        for key, item in value._data_store.items():
+            if known and key not in known:
+                found.append(f"{path}.{key} (unknown key)")
+            found += unparsed(item, f"{path}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found += unparsed(item, f"{path}[{i}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            found += unparsed(item, f"{path}.{key}")
+    return found
+
+
+def validate(body, model):
+    result = validate_and_convert_types(body, (model,), ["body"], True, True, Configuration())
+    assert isinstance(result, model)
+    assert unparsed(result) == [], "parts the official model does not know"
+    return result
+
+
+def test_plan_prints_all_five_objects(plan):
+    assert (len(plan["dashboards"]), len(plan["monitors"]), len(plan["downtimes"])) == (2, 1, 2)
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_dashboards_are_valid(plan, index):
+    dashboard = validate(plan["dashboards"][index], Dashboard)
+    assert str(dashboard.layout_type) == "ordered"
+
+
+def test_monitor_is_valid(plan):
+    monitor = validate(plan["monitors"][0], Monitor)
+    assert str(monitor.type) == "metric alert"
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_downtimes_are_valid(plan, index):
+    validate(plan["downtimes"][index], DowntimeCreateRequest)
+
+
+def test_the_checks_catch_what_the_api_would_reject(plan):
+    bad_type = json.loads(json.dumps(plan["monitors"][0]))
+    bad_type["options"]["thresholds"]["critical"] = "very high"
+    with pytest.raises(Exception):
+        validate(bad_type, Monitor)
+    missing = {k: v for k, v in plan["monitors"][0].items() if k != "query"}
+    with pytest.raises(Exception):
+        validate(missing, Monitor)
+    unknown_widget = json.loads(json.dumps(plan["dashboards"][0]))
+    unknown_widget["widgets"][0]["definition"]["type"] = "hologram"
+    with pytest.raises(AssertionError, match="does not know"):
+        validate(unknown_widget, Dashboard)
+    misspelt = json.loads(json.dumps(plan["dashboards"][0]))
+    misspelt["default_time_frame"] = misspelt.pop("default_timeframe")
+    with pytest.raises(AssertionError, match="does not know"):
+        validate(misspelt, Dashboard)
