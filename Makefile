@@ -28,14 +28,17 @@ lint:
 test-rust:
 	$(CARGO) test --workspace
 
+## conformance: the release binary against Datadog's test agent, then the fault suite (one test at a
+## time: its latency comparisons must not share the machine with each other)
 conformance: venv
 	DDAPM_TEST_AGENT=$(CURDIR)/$(VENV)/bin/ddapm-test-agent \
 		$(CARGO) test --release --features conformance --test conformance
+	$(CARGO) test --release --features conformance --test faults -- --test-threads=1
 
 ## test-python: agent-config (custom check, MySQL setup on a real MariaDB), the compose file and
 ## Dockerfiles, and `make local` end to end
 test-python: venv mariadb release
-	$(VENV)/bin/pytest -q agent-config/tests tests/compose local provision/tests
+	$(VENV)/bin/pytest -q agent-config/tests tests/compose tests/repo local provision/tests
 
 ## mariadb: Debian's MariaDB server, installed if missing (the tests start a private instance of it)
 mariadb:

@@ -6,33 +6,18 @@
 //! Run by `make test` (`cargo test --release --features conformance --test conformance`), which
 //! installs the test agent into `.venv`; `DDAPM_TEST_AGENT` names another executable.
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::service::{Service, client, free_port};
 use serde_json::Value;
 
 /// The payload checks of the test agent that apply to a v0.5 tracer.
 const CHECKS: &str = "trace_count_header,meta_tracer_version_header,trace_content_length";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
 
 /// Datadog's test agent on free loopback ports; killed when dropped.
 struct DatadogTestAgent {
@@ -126,108 +111,6 @@ impl DatadogTestAgent {
 }
 
 impl Drop for DatadogTestAgent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The release binary on a free port, its stdout captured line by line.
-struct Service {
-    child: Child,
-    url: String,
-    stdout: Arc<Mutex<Vec<String>>>,
-}
-
-impl Service {
-    fn start(agent_url: &str, extra_env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_apm-demo"));
-        command
-            .env_clear()
-            .env("HOST", "127.0.0.1")
-            .env("PORT", "0")
-            .env("DD_TRACE_AGENT_URL", agent_url)
-            .env("DD_SERVICE", "apm-demo-conformance")
-            .env("DD_ENV", "ci")
-            .env("DD_VERSION", "9.9.9")
-            .env("LOG_FORMAT", "json")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (name, value) in extra_env {
-            command.env(name, value);
-        }
-        let mut child = command.spawn().unwrap();
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let (address_tx, address_rx) = std::sync::mpsc::channel();
-        let lines = stdout.clone();
-        let reader = BufReader::new(child.stdout.take().unwrap());
-        std::thread::spawn(move || {
-            for line in reader.lines().map_while(Result::ok) {
-                if let Ok(json) = serde_json::from_str::<Value>(&line)
-                    && let Some(address) = json.get("address").and_then(Value::as_str)
-                {
-                    let _ = address_tx.send(address.to_owned());
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let address = address_rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the service logs its address");
-        Self {
-            child,
-            url: format!("http://{address}"),
-            stdout,
-        }
-    }
-
-    fn send(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-    ) -> reqwest::blocking::Response {
-        let mut request = client().request(method.parse().unwrap(), format!("{}{path}", self.url));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        request.send().unwrap()
-    }
-
-    /// SIGTERM, then the exit status.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the service did not stop within 30 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn json_lines(&self) -> Vec<Value> {
-        self.stdout
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|line| {
-                serde_json::from_str(line)
-                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"))
-            })
-            .collect()
-    }
-}
-
-impl Drop for Service {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -450,7 +333,7 @@ fn span_contract_holds_for_every_scenario() {
     let w3c = by_case["traceparent"];
     assert_eq!(w3c["trace_id"].as_u64(), Some(0xa3ce929d0e0e4736));
     assert_eq!(w3c["parent_id"].as_u64(), Some(0x00f067aa0ba902b7));
-    assert_eq!(meta(w3c, "_dd.p.tid"), Some("4bf92f3577b34da6"));
+    assert_eq!(meta(w3c, "_dd.p.tid"), Some("4bf92f3577b34da6")); // pragma: allowlist secret (a W3C example trace id)
     for fresh in ["root", "apm", "unmatched", "malformed"] {
         assert_eq!(by_case[fresh]["parent_id"], 0, "{fresh} starts a trace");
     }

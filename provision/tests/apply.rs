@@ -306,7 +306,7 @@ fn api(base: &str) -> Api {
     Api::new(
         base,
         Credentials {
-            api_key: "test-api-key".into(),
+            api_key: "test-api-key".into(), // pragma: allowlist secret
             app_key: "test-app-key".into(),
         },
     )

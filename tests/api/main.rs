@@ -1,8 +1,10 @@
 //! Integration tests of the service, hermetic: the real router, telemetry and exporter, an in-test
 //! trace agent on loopback, no Python and no network.
 
+#[path = "../common/agent.rs"]
 mod agent;
 mod helpers;
+mod hostile;
 mod logs;
 mod propagation;
 mod routes;

@@ -1,5 +1,8 @@
-//! An in-test trace agent: serves `/v0.5/traces` on a free loopback port and decodes the msgpack
-//! payload the way the Datadog Agent does (a string table, then traces of 12-element span arrays).
+//! An in-test trace agent: serves `/v0.5/traces` on a loopback port and decodes the msgpack payload
+//! the way the Datadog Agent does (a string table, then traces of 12-element span arrays). It can
+//! also misbehave (answer 500, or accept connections and never answer) and be stopped and restarted
+//! on the same port, for the fault suite.
+#![allow(dead_code)] // each test binary uses part of it
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -41,6 +44,8 @@ pub enum Behaviour {
     Healthy,
     /// Answers 500 to every payload.
     Failing,
+    /// Accepts connections and never answers.
+    Silent,
 }
 
 #[derive(Default)]
@@ -58,44 +63,75 @@ struct AgentState {
 /// A running in-test agent; stops when dropped.
 pub struct TestAgent {
     pub url: String,
+    pub port: u16,
     received: Arc<Mutex<Received>>,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl TestAgent {
-    /// Starts on its own thread and runtime, so that a test blocked in a flush cannot starve it.
+    /// Starts on a free port, on its own thread and runtime, so that a test blocked in a flush
+    /// cannot starve it.
     pub fn start(behaviour: Behaviour) -> Self {
-        let received = Arc::new(Mutex::new(Received::default()));
+        Self::start_on(0, behaviour, Arc::default())
+    }
+
+    /// Starts again on the port of a stopped agent, keeping what it received.
+    pub fn restart(port: u16, behaviour: Behaviour, previous: &TestAgent) -> Self {
+        Self::start_on(port, behaviour, previous.received.clone())
+    }
+
+    fn start_on(port: u16, behaviour: Behaviour, received: Arc<Mutex<Received>>) -> Self {
         let state = AgentState {
             received: received.clone(),
             behaviour,
         };
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
+        let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                let app = Router::new()
-                    .route("/v0.5/traces", post(receive))
-                    .with_state(state);
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stop_rx.await;
-                    })
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
                     .await
                     .unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                if behaviour == Behaviour::Silent {
+                    tokio::spawn(async move {
+                        let mut held = Vec::new();
+                        while let Ok((socket, _)) = listener.accept().await {
+                            held.push(socket);
+                        }
+                    });
+                } else {
+                    let app = Router::new()
+                        .route("/v0.5/traces", post(receive))
+                        .with_state(state);
+                    tokio::spawn(async move { axum::serve(listener, app).await });
+                }
+                // Dropping the runtime on return cancels the server and closes every connection.
+                let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
             });
         });
         let addr = addr_rx.recv().unwrap();
         Self {
             url: format!("http://{addr}"),
+            port: addr.port(),
             received,
-            _stop: stop_tx,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops listening and closes every connection; what it received stays readable.
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 
@@ -105,6 +141,24 @@ impl TestAgent {
 
     pub fn payloads(&self) -> Vec<Payload> {
         self.received.lock().unwrap().payloads.clone()
+    }
+
+    /// Waits until at least `count` spans arrived, for at most `timeout`; returns how many did.
+    pub fn wait_for_spans(&self, count: usize, timeout: std::time::Duration) -> usize {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let received = self.received.lock().unwrap().spans.len();
+            if received >= count || std::time::Instant::now() >= deadline {
+                return received;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

@@ -1,0 +1,3 @@
+//! Helpers shared by the test suites that run the release binary.
+pub mod agent;
+pub mod service;
