@@ -8,7 +8,6 @@ use std::fmt::{self, Write as _};
 use std::io::Write as _;
 
 use opentelemetry::trace::TraceContextExt;
-use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
@@ -78,23 +77,32 @@ impl<W> LogLayer<W> {
                 line
             }
             LogFormat::Json => {
-                let mut fields = JsonFields::default();
-                event.record(&mut fields);
-                let mut line = fields.0;
-                let time = now.format(&Rfc3339).unwrap_or_default();
-                line.insert("timestamp".into(), time.into());
-                line.insert("level".into(), meta.level().as_str().into());
-                line.insert("logger.name".into(), meta.target().into());
+                // Written field by field: no map, no per-key allocation (a line per request).
+                let mut line = String::with_capacity(320);
+                line.push_str("{\"timestamp\":");
+                push_json_str(&mut line, &now.format(&Rfc3339).unwrap_or_default());
+                line.push_str(",\"level\":");
+                push_json_str(&mut line, meta.level().as_str());
+                line.push_str(",\"logger.name\":");
+                push_json_str(&mut line, meta.target());
+                event.record(&mut JsonFields(&mut line));
                 if let (Some(tags), Some(ids)) = (&self.tags, ids) {
-                    line.insert("dd.trace_id".into(), ids.trace_id.to_string().into());
-                    line.insert("dd.span_id".into(), ids.span_id.to_string().into());
-                    line.insert("dd.service".into(), tags.service.clone().into());
-                    line.insert("dd.env".into(), tags.env.clone().into());
-                    line.insert("dd.version".into(), tags.version.clone().into());
+                    let _ = write!(
+                        line,
+                        ",\"dd.trace_id\":\"{}\",\"dd.span_id\":\"{}\"",
+                        ids.trace_id, ids.span_id
+                    );
+                    for (key, value) in [
+                        ("dd.service", &tags.service),
+                        ("dd.env", &tags.env),
+                        ("dd.version", &tags.version),
+                    ] {
+                        let _ = write!(line, ",\"{key}\":");
+                        push_json_str(&mut line, value);
+                    }
                 }
-                let mut text = serde_json::to_string(&line).unwrap_or_default();
-                text.push('\n');
-                text
+                line.push_str("}\n");
+                line
             }
         }
     }
@@ -173,28 +181,90 @@ impl Visit for TextFields {
     }
 }
 
-/// An event's fields as JSON values; `message` keeps its name, as Datadog expects.
-#[derive(Default)]
-struct JsonFields(Map<String, Value>);
+/// An event's fields appended to a JSON object as `,"name":value`; `message` keeps its name, as
+/// Datadog expects.
+struct JsonFields<'a>(&'a mut String);
 
-impl Visit for JsonFields {
+impl JsonFields<'_> {
+    fn key(&mut self, field: &Field) {
+        self.0.push(',');
+        push_json_str(self.0, field.name());
+        self.0.push(':');
+    }
+}
+
+impl Visit for JsonFields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().into(), value.into());
+        self.key(field);
+        push_json_str(self.0, value);
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().into(), value.into());
+        self.key(field);
+        let _ = write!(self.0, "{value}");
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().into(), value.into());
+        self.key(field);
+        let _ = write!(self.0, "{value}");
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.insert(field.name().into(), value.into());
+        self.key(field);
+        if value.is_finite() {
+            let _ = write!(self.0, "{value}");
+        } else {
+            self.0.push_str("null");
+        }
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().into(), value.into());
+        self.key(field);
+        self.0.push_str(if value { "true" } else { "false" });
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0
-            .insert(field.name().into(), format!("{value:?}").into());
+        self.key(field);
+        self.0.push('"');
+        let _ = write!(JsonEscaped(self.0), "{value:?}");
+        self.0.push('"');
+    }
+}
+
+/// Appends `text` as a JSON string.
+fn push_json_str(out: &mut String, text: &str) {
+    out.push('"');
+    let _ = JsonEscaped(out).write_str(text);
+    out.push('"');
+}
+
+/// Escapes what it is given for the inside of a JSON string.
+struct JsonEscaped<'a>(&'a mut String);
+
+impl fmt::Write for JsonEscaped<'_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        for c in text.chars() {
+            match c {
+                '"' => self.0.push_str("\\\""),
+                '\\' => self.0.push_str("\\\\"),
+                '\n' => self.0.push_str("\\n"),
+                '\r' => self.0.push_str("\\r"),
+                '\t' => self.0.push_str("\\t"),
+                c if (c as u32) < 0x20 => {
+                    let _ = write!(self.0, "\\u{:04x}", c as u32);
+                }
+                c => self.0.push(c),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_escaped() {
+        let mut out = String::new();
+        push_json_str(&mut out, "a\"b\\c\nd\u{1}é");
+        assert_eq!(out, r#""a\"b\\c\nd\u0001é""#);
+        let parsed: String = serde_json::from_str(&out).unwrap();
+        assert_eq!(parsed, "a\"b\\c\nd\u{1}é");
     }
 }

@@ -69,6 +69,9 @@ impl Telemetry {
                 .with_level(false)
                 .with_target(false)
                 .with_tracked_inactivity(false)
+                // Nothing here reads OpenTelemetry's current context (the trace follows the tracing
+                // span), so attaching it at every poll of the request would be pure cost.
+                .with_context_activation(false)
                 // The request spans only: not events (the agent would drop them) nor other crates' spans.
                 .with_filter(filter_fn(|meta| {
                     meta.is_span() && meta.target() == trace_layer::SPAN_TARGET
