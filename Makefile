@@ -5,7 +5,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: run local release test lint test-rust conformance test-python mariadb venv bench bench-loadgen
+.PHONY: run local release test lint test-rust conformance test-python mariadb venv bench bench-loadgen bench-tracing bench-seed bench-memory bench-export bench-tools
 
 ## run: the service on :5050 (Ctrl-C stops it; spans go to DD_AGENT_HOST:DD_TRACE_AGENT_PORT)
 run:
@@ -48,14 +48,32 @@ mariadb:
 	fi
 
 ## bench: the benchmarks; each prints its figures and ratios measured side by side in one run
-bench: bench-loadgen
+bench: bench-loadgen bench-tracing bench-seed bench-memory bench-export
+
+bench-tools: venv release
+	$(CARGO) build --release -p loadgen --example hello_server
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 
 ## bench-loadgen: loadgen's maximum rate against wrk and oha on the same server, and fixed-rate latency
-bench-loadgen:
-	$(CARGO) build --release -p loadgen --bin loadgen --example hello_server
-	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
+bench-loadgen: bench-tools
 	@command -v oha >/dev/null || test -x $(HOME)/.cargo/bin/oha || $(CARGO) install oha --locked
 	python3 bench/bench_loadgen.py
+
+## bench-tracing: traced against untraced, same binary (null sink, then the test agent)
+bench-tracing: bench-tools
+	python3 bench/bench_tracing.py
+
+## bench-seed: the instrumented service against the seed's Flask app (gunicorn/dev server, ddtrace)
+bench-seed: bench-tools
+	python3 bench/bench_seed.py
+
+## bench-memory: RSS idle, under 60 s of load, and after 1M requests with no agent
+bench-memory: bench-tools
+	python3 bench/bench_memory.py
+
+## bench-export: spans received / requests sent at 1000 req/s for 30 s
+bench-export: bench-tools
+	python3 bench/bench_export.py
 
 ## venv: the Python tools of the tests, pinned in requirements.txt
 venv: $(VENV)/.installed

@@ -1,0 +1,116 @@
+"""What the benchmarks share: the binaries, processes on pinned CPUs, loadgen and wrk runs, RSS.
+
+The machine has 2 cores: the service under test runs on CPU 0 and the load generator on CPU 1, so
+that the two do not take turns on the same core and runs are comparable.
+"""
+
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RELEASE = os.path.join(ROOT, "target", "release")
+VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+SERVICE_CPU, LOAD_CPU = "0", "1"
+
+
+def pinned(cpu, argv):
+    return ["taskset", "-c", cpu] + argv if shutil.which("taskset") else argv
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port} after {timeout}s")
+
+
+class Process:
+    """A background process, stopped (SIGTERM, then SIGKILL) on exit from `with`."""
+
+    def __init__(self, argv, env=None, cpu=None, stdout=subprocess.DEVNULL):
+        self.popen = subprocess.Popen(pinned(cpu, argv) if cpu else argv, env={**os.environ, **(env or {})},
+                                      stdout=stdout, stderr=subprocess.DEVNULL)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def stop(self):
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+    def rss_kib(self, field="VmRSS"):
+        """VmRSS (now) or VmHWM (peak) of the process, in KiB."""
+        pid = self.popen.pid
+        # taskset execs the program, so the pid is the program's.
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+        raise RuntimeError(f"no {field} for {pid}")
+
+
+def service(port, agent_url=None, traced=True, extra=None):
+    env = {"HOST": "127.0.0.1", "PORT": str(port), "LOG_FORMAT": "json", "DD_TRACE_ENABLED": str(traced).lower(),
+           "DD_TRACE_AGENT_URL": agent_url or f"http://127.0.0.1:{free_port()}", **(extra or {})}
+    process = Process([os.path.join(RELEASE, "apm-demo")], env=env, cpu=SERVICE_CPU)
+    wait_for_port(port)
+    return process
+
+
+def null_sink():
+    """A trace agent that accepts every payload and discards it: loadgen's minimal `hello_server`."""
+    process = Process([os.path.join(RELEASE, "examples", "hello_server")], cpu=LOAD_CPU, stdout=subprocess.PIPE)
+    address = process.popen.stdout.readline().decode().strip()
+    return process, f"http://{address}"
+
+
+def test_agent(port):
+    args = [os.path.join(VENV_BIN, "ddapm-test-agent"), "--port", str(port), "--otlp-http-port", str(free_port()),
+            "--otlp-grpc-port", str(free_port())]
+    process = Process(args, cpu=LOAD_CPU)
+    wait_for_port(port)
+    return process
+
+
+def loadgen(url, *args):
+    """loadgen's JSON summary of a run against url."""
+    argv = pinned(LOAD_CPU, [os.path.join(RELEASE, "loadgen"), url, "--json", *args])
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    return json.loads(out)
+
+
+def wrk(url, connections, seconds):
+    """wrk's requests per second and p99 (ms) against url."""
+    argv = pinned(LOAD_CPU, ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url])
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()
+    p99 = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    return {"rps": rps, "p99": p99}
+
+
+def median(values):
+    return statistics.median(values)
