@@ -5,7 +5,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: run local release test lint test-rust conformance test-python mariadb venv bench bench-loadgen bench-tracing bench-seed bench-memory bench-export bench-tools
+.PHONY: run local release test lint test-rust conformance test-python mariadb chromium venv bench bench-loadgen bench-tracing bench-seed bench-memory bench-export bench-tools
 
 ## run: the service on :5050 (Ctrl-C stops it; spans go to DD_AGENT_HOST:DD_TRACE_AGENT_PORT)
 run:
@@ -36,9 +36,17 @@ conformance: venv
 	$(CARGO) test --release --features conformance --test faults -- --test-threads=1
 
 ## test-python: agent-config (custom check, MySQL setup on a real MariaDB), the compose file and
-## Dockerfiles, and `make local` end to end
-test-python: venv mariadb release
-	$(VENV)/bin/pytest -q agent-config/tests tests/compose tests/repo local provision/tests
+## Dockerfiles, the secret scan, a headless Chromium on the service, `make local` end to end, and
+## provision's bodies against Datadog's models
+test-python: venv mariadb chromium release
+	$(VENV)/bin/pytest -q agent-config/tests tests/compose tests/repo tests/browser local provision/tests
+
+## chromium: Debian's Chromium, installed if missing (the browser test opens the service's pages)
+chromium:
+	@if ! command -v chromium >/dev/null; then \
+		echo "installing chromium"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
 
 ## mariadb: Debian's MariaDB server, installed if missing (the tests start a private instance of it)
 mariadb:
