@@ -142,7 +142,7 @@ async fn known_service_time_gives_known_percentiles() {
     let (url, _) = serve(Behaviour { delay, stall: None }).await;
     let summary = load(&url, &["-n", "100", "-c", "4", "--mix", "/x"]).await;
     let latency = summary.overall.latency_ms;
-    assert!((20.0..26.0).contains(&latency.p50), "p50 {latency:?}");
+    assert!((20.0..30.0).contains(&latency.p50), "p50 {latency:?}");
     assert!((20.0..40.0).contains(&latency.p99), "p99 {latency:?}");
     assert!(latency.max >= latency.p99 && latency.p99 >= latency.p90 && latency.p90 >= latency.p50);
 }
