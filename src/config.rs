@@ -42,7 +42,7 @@ pub struct Config {
     pub dd_version: String,
 
     /// Host of the Datadog trace agent.
-    #[arg(long, env = "DD_AGENT_HOST", value_name = "DD_AGENT_HOST", default_value = "localhost", value_parser = non_empty)]
+    #[arg(long, env = "DD_AGENT_HOST", value_name = "DD_AGENT_HOST", default_value = "localhost", value_parser = agent_host)]
     pub dd_agent_host: String,
 
     /// Port of the Datadog trace agent.
@@ -121,17 +121,8 @@ impl Config {
     pub fn agent_url(&self) -> Url {
         match &self.dd_trace_agent_url {
             Some(url) => url.clone(),
-            None => {
-                let host = &self.dd_agent_host;
-                // An IPv6 literal needs brackets in a URL.
-                let host = if host.contains(':') && !host.starts_with('[') {
-                    format!("[{host}]")
-                } else {
-                    host.clone()
-                };
-                Url::parse(&format!("http://{host}:{}", self.dd_trace_agent_port))
-                    .unwrap_or_else(|_| Url::parse("http://localhost:8126").expect("valid URL"))
-            }
+            None => host_url(&self.dd_agent_host, self.dd_trace_agent_port)
+                .expect("DD_AGENT_HOST was validated at parse time"),
         }
     }
 }
@@ -203,6 +194,23 @@ fn non_empty(value: &str) -> Result<String, String> {
         Err("must not be empty".into())
     } else {
         Ok(value.to_owned())
+    }
+}
+
+/// `http://host:port`; an IPv6 literal gets its brackets.
+fn host_url(host: &str, port: u16) -> Result<Url, url::ParseError> {
+    if host.contains(':') && !host.starts_with('[') {
+        Url::parse(&format!("http://[{host}]:{port}"))
+    } else {
+        Url::parse(&format!("http://{host}:{port}"))
+    }
+}
+
+fn agent_host(value: &str) -> Result<String, String> {
+    let host = non_empty(value)?;
+    match host_url(&host, 8126) {
+        Ok(url) if url.path() == "/" && url.host_str().is_some() => Ok(host),
+        _ => Err(format!("{host:?} is not a host name or IP address")),
     }
 }
 
@@ -291,6 +299,16 @@ mod tests {
         assert!(message.contains("DD_TRACE_AGENT_URL"), "{message}");
         let message = refusal(&["--dd-trace-agent-url", "unix:///var/run/datadog/apm.socket"]);
         assert!(message.contains("unix sockets"), "{message}");
+    }
+
+    #[test]
+    fn agent_host_must_be_a_host() {
+        assert!(refusal(&["--dd-agent-host", "not a host"]).contains("DD_AGENT_HOST"));
+        assert!(refusal(&["--dd-agent-host", "host/path"]).contains("DD_AGENT_HOST"));
+        let config = parse(&["--dd-agent-host", "::1", "--dd-trace-agent-port", "9"]).unwrap();
+        if config.dd_trace_agent_url.is_none() {
+            assert_eq!(config.agent_url().as_str(), "http://[::1]:9/");
+        }
     }
 
     #[test]

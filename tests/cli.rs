@@ -21,6 +21,7 @@ fn invalid_values_exit_2_naming_the_variable() {
         ("DD_TRACE_ENABLED", "perhaps"),
         ("LOG_FORMAT", "xml"),
         ("HOST", "my host"),
+        ("DD_AGENT_HOST", "not a host"),
         ("RUST_LOG", "info,[[["),
     ];
     for (variable, value) in cases {

@@ -81,8 +81,13 @@ impl WebApp {
 
 /// Creates or updates every object of the plan.
 pub fn apply(api: &Api, settings: &Settings, web: &WebApp) -> Result<Report, Failed> {
+    reporting(|report| apply_all(api, settings, web, report))
+}
+
+/// Runs `steps`, which record each outcome as they go; on failure, keeps what they had done.
+fn reporting(steps: impl FnOnce(&mut Report) -> anyhow::Result<()>) -> Result<Report, Failed> {
     let mut report = Report::default();
-    match apply_all(api, settings, web, &mut report) {
+    match steps(&mut report) {
         Ok(()) => Ok(report),
         Err(error) => Err(Failed { report, error }),
     }
@@ -205,11 +210,7 @@ fn apply_all(api: &Api, s: &Settings, web: &WebApp, report: &mut Report) -> anyh
 
 /// Removes every object provision manages: downtimes first, then the monitor, then the dashboards.
 pub fn destroy(api: &Api, settings: &Settings, web: &WebApp) -> Result<Report, Failed> {
-    let mut report = Report::default();
-    match destroy_all(api, settings, web, &mut report) {
-        Ok(()) => Ok(report),
-        Err(error) => Err(Failed { report, error }),
-    }
+    reporting(|report| destroy_all(api, settings, web, report))
 }
 
 fn destroy_all(api: &Api, s: &Settings, web: &WebApp, report: &mut Report) -> anyhow::Result<()> {
