@@ -237,20 +237,29 @@ fn push_json_str(out: &mut String, text: &str) {
 struct JsonEscaped<'a>(&'a mut String);
 
 impl fmt::Write for JsonEscaped<'_> {
+    /// Copies runs of plain text whole; only quotes, backslashes and control characters are rewritten
+    /// (all ASCII, so the runs split on character boundaries).
     fn write_str(&mut self, text: &str) -> fmt::Result {
-        for c in text.chars() {
-            match c {
-                '"' => self.0.push_str("\\\""),
-                '\\' => self.0.push_str("\\\\"),
-                '\n' => self.0.push_str("\\n"),
-                '\r' => self.0.push_str("\\r"),
-                '\t' => self.0.push_str("\\t"),
-                c if (c as u32) < 0x20 => {
-                    let _ = write!(self.0, "\\u{:04x}", c as u32);
-                }
-                c => self.0.push(c),
+        let mut plain_from = 0;
+        for (i, byte) in text.bytes().enumerate() {
+            let escaped = match byte {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0..=0x1f => "",
+                _ => continue,
+            };
+            self.0.push_str(&text[plain_from..i]);
+            if escaped.is_empty() {
+                let _ = write!(self.0, "\\u{byte:04x}");
+            } else {
+                self.0.push_str(escaped);
             }
+            plain_from = i + 1;
         }
+        self.0.push_str(&text[plain_from..]);
         Ok(())
     }
 }
