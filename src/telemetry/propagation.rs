@@ -62,25 +62,27 @@ pub fn extract(headers: &HeaderMap) -> Incoming {
 
 /// The Datadog context, when both ids are valid; the priority header only when it is a known value.
 fn datadog_parent(headers: &Sanitized<'_>) -> Option<Context> {
-    let trace_id = headers.get(DATADOG_TRACE_ID).and_then(parse_id)?;
-    let parent_id = headers.get(DATADOG_PARENT_ID).and_then(parse_id)?;
+    let trace_id = headers.get(DATADOG_TRACE_ID).filter(|id| is_valid_id(id))?;
+    let parent_id = headers
+        .get(DATADOG_PARENT_ID)
+        .filter(|id| is_valid_id(id))?;
     let priority = headers
         .get(DATADOG_SAMPLING_PRIORITY)
         .filter(|p| matches!(*p, "-1" | "0" | "1" | "2"));
     let context = datadog::extract_context(&DatadogHeaders {
-        trace_id: trace_id.to_string(),
-        parent_id: parent_id.to_string(),
+        trace_id,
+        parent_id,
         priority,
     });
     context.span().span_context().is_valid().then_some(context)
 }
 
 /// A Datadog id: decimal, non-zero, fitting in 64 bits.
-fn parse_id(value: &str) -> Option<u64> {
-    if value.is_empty() || value.len() > 20 || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    value.parse::<u64>().ok().filter(|id| *id != 0)
+fn is_valid_id(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 20
+        && value.bytes().all(|b| b.is_ascii_digit())
+        && value.parse::<u64>().is_ok_and(|id| id != 0)
 }
 
 /// `_dd.origin` values are short names such as `synthetics` or `rum`.
@@ -112,16 +114,16 @@ impl Extractor for Sanitized<'_> {
 
 /// The validated Datadog headers, handed to the propagator.
 struct DatadogHeaders<'a> {
-    trace_id: String,
-    parent_id: String,
+    trace_id: &'a str,
+    parent_id: &'a str,
     priority: Option<&'a str>,
 }
 
 impl Extractor for DatadogHeaders<'_> {
     fn get(&self, key: &str) -> Option<&str> {
         match key {
-            DATADOG_TRACE_ID => Some(&self.trace_id),
-            DATADOG_PARENT_ID => Some(&self.parent_id),
+            DATADOG_TRACE_ID => Some(self.trace_id),
+            DATADOG_PARENT_ID => Some(self.parent_id),
             DATADOG_SAMPLING_PRIORITY => self.priority,
             _ => None,
         }
