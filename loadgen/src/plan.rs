@@ -195,10 +195,6 @@ impl Schedule {
         self.start
     }
 
-    pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
-    }
-
     /// The next request, or `None` when the run is over.
     pub fn claim(&self) -> Option<Slot> {
         let index = self.next.fetch_add(1, Ordering::Relaxed);

@@ -507,30 +507,21 @@ mod tests {
     fn apm_dashboard_uses_the_services_trace_metrics() {
         let dashboard = apm_dashboard(&settings());
         let queries = queries(&dashboard);
-        assert!(queries.iter().any(|q| {
-            q.starts_with("sum:trace.http.server.request.hits{service:apm-demo,env:demo}")
-        }));
-        assert!(
-            queries
-                .iter()
-                .any(|q| q.starts_with("sum:trace.http.server.request.errors{"))
-        );
-        assert!(
-            queries
-                .iter()
-                .any(|q| q.starts_with("p99:trace.http.server.request{"))
-        );
-        assert!(
-            queries
-                .iter()
-                .any(|q| q.contains("system.cpu.user{host:demo-host}"))
-        );
-        assert!(
-            queries
-                .iter()
-                .any(|q| q.contains("system.mem.used{host:demo-host}"))
-        );
-        assert!(queries.iter().any(|q| q.contains("mysql.")));
+        let expected = [
+            "sum:trace.http.server.request.hits{service:apm-demo,env:demo}",
+            "sum:trace.http.server.request.errors{",
+            "p99:trace.http.server.request{",
+        ];
+        for prefix in expected {
+            assert!(queries.iter().any(|q| q.starts_with(prefix)), "{prefix}");
+        }
+        for part in [
+            "system.cpu.user{host:demo-host}",
+            "system.mem.used{host:demo-host}",
+            "mysql.",
+        ] {
+            assert!(queries.iter().any(|q| q.contains(part)), "{part}");
+        }
     }
 
     #[test]
