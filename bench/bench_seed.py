@@ -40,9 +40,9 @@ def main():
             port = free_port()
             server = service(port, sink_url) if how.startswith("axum") else flask(port, sink_url, how)
             with server:
-                url = f"http://127.0.0.1:{port}/api/apm"
-                loadgen(url, "-d", "1s", "-c", "4", "--timeout", "30s")  # warm-up
-                summary = loadgen(url, "-c", "32", "-d", f"{args.duration}s", "--timeout", "30s")
+                url = f"http://127.0.0.1:{port}"
+                loadgen(url, "-d", "1s", "-c", "4", "--timeout", "30s", path="/api/apm")  # warm-up
+                summary = loadgen(url, "-c", "32", "-d", f"{args.duration}s", "--timeout", "30s", path="/api/apm")
             results[how] = summary
             print(f"  {how:32} {summary['achieved_rate']:>10.0f} req/s  p99 {summary['latency_ms']['p99']:>9.3f} ms  "
                   f"errors {summary['errors']}", flush=True)

@@ -15,11 +15,11 @@ from common import free_port, loadgen, median, null_sink, service, test_agent, w
 def measure(agent_url, traced, args):
     port = free_port()
     with service(port, agent_url, traced):
-        url = f"http://127.0.0.1:{port}/api/apm"
-        loadgen(url, "-d", "1s", "-c", "8")  # warm-up
-        closed = loadgen(url, "-c", "32", "-d", f"{args.duration}s")
-        w = wrk(url, 32, args.duration)
-        fixed = loadgen(url, "--rate", str(args.rate), "-c", "8", "-d", f"{args.duration}s")
+        url, path = f"http://127.0.0.1:{port}", "/api/apm"
+        loadgen(url, "-d", "1s", "-c", "8", path=path)  # warm-up
+        closed = loadgen(url, "-c", "32", "-d", f"{args.duration}s", path=path)
+        w = wrk(url + path, 32, args.duration)
+        fixed = loadgen(url, "--rate", str(args.rate), "-c", "8", "-d", f"{args.duration}s", path=path)
     return {"loadgen_rps": closed["achieved_rate"], "wrk_rps": w["rps"],
             "p50": fixed["latency_ms"]["p50"], "p99": fixed["latency_ms"]["p99"]}
 

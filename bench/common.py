@@ -95,17 +95,24 @@ def test_agent(port):
     return process
 
 
-def loadgen(url, *args):
-    """loadgen's JSON summary of a run against url."""
-    argv = pinned(LOAD_CPU, [os.path.join(RELEASE, "loadgen"), url, "--json", *args])
+def loadgen(base_url, *args, path=None):
+    """loadgen's JSON summary of a run against base_url: loadgen's default mix, or only `path`, which must
+    then answer 200 every time (so that a wrong URL cannot pass for a fast benchmark)."""
+    mix = ["--mix", f"{path}=1"] if path else []
+    argv = pinned(LOAD_CPU, [os.path.join(RELEASE, "loadgen"), base_url, "--json", *mix, *args])
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-    return json.loads(out)
+    summary = json.loads(out)
+    if path and set(summary["status_codes"]) != {"200"}:
+        raise RuntimeError(f"{base_url}{path} answered {summary['status_codes']}, not only 200")
+    return summary
 
 
 def wrk(url, connections, seconds):
     """wrk's requests per second and p99 (ms) against url."""
     argv = pinned(LOAD_CPU, ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url])
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in out:
+        raise RuntimeError(f"{url} did not always answer 2xx: {out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()
     p99 = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
