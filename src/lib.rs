@@ -19,6 +19,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::config::Config;
 use crate::routes::Health;
+use crate::telemetry::trace_layer::TraceLayer;
 
 /// The router: the three Flask routes inside the trace layer, `/health` outside it.
 pub fn app(config: &Config) -> Router {
@@ -34,7 +35,10 @@ pub fn app(config: &Config) -> Router {
         // A panicking handler answers 500 inside its span instead of dropping the connection.
         .layer(CatchPanicLayer::new())
         // `layer` also wraps the fallback, so an unmatched path gets its span (`GET 404`).
-        .layer(axum::middleware::from_fn(
+        .layer(axum::middleware::from_fn_with_state(
+            TraceLayer {
+                exporting: config.dd_trace_enabled,
+            },
             telemetry::trace_layer::trace_request,
         ))
         .route("/health", get(routes::health).with_state(health))

@@ -12,7 +12,7 @@
 
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use http::header::{HOST, USER_AGENT};
@@ -21,7 +21,8 @@ use tracing::field::Empty;
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::{logs, propagation};
+use super::ids::TraceIds;
+use super::propagation;
 
 /// Datadog operation name of the server span: the one Datadog's own Rust tracer (dd-trace-rs) gives
 /// HTTP server spans, so trace metrics are `trace.http.server.request.*` whichever exporter is used.
@@ -39,9 +40,21 @@ pub const SPAN_TARGET: &str = "apm_demo::http";
 /// Target of the access-log lines.
 pub const ACCESS_LOG_TARGET: &str = "apm_demo::access";
 
+/// What the trace layer needs to know of the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceLayer {
+    /// Whether spans are exported (`DD_TRACE_ENABLED`): only then do requests get Datadog ids, which
+    /// their log lines carry.
+    pub exporting: bool,
+}
+
 /// The middleware: opens the span, runs the request inside it, records the response.
-pub async fn trace_request(request: Request, next: Next) -> Response {
-    let span = request_span(&request);
+pub async fn trace_request(
+    State(layer): State<TraceLayer>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let span = request_span(&request, layer);
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let started = Instant::now();
@@ -50,10 +63,11 @@ pub async fn trace_request(request: Request, next: Next) -> Response {
 
     let status = response.status();
     record_status(&span, status);
-    let _inside = span.enter();
     let elapsed = started.elapsed();
+    // A child of the span, which gives the line its ids, without entering the span again.
     tracing::event!(
         target: ACCESS_LOG_TARGET,
+        parent: &span,
         tracing::Level::INFO,
         http.method = method.as_str(),
         http.url_details.path = path.as_str(),
@@ -67,7 +81,7 @@ pub async fn trace_request(request: Request, next: Next) -> Response {
 }
 
 /// The span for a request, with every field known before the handler runs.
-fn request_span(request: &Request) -> Span {
+fn request_span(request: &Request, layer: TraceLayer) -> Span {
     let method = request.method();
     let route = request
         .extensions()
@@ -85,6 +99,12 @@ fn request_span(request: &Request) -> Span {
         None => request.uri().path().to_owned(),
     };
 
+    let incoming = propagation::extract(headers);
+    let ids = layer
+        .exporting
+        .then(|| TraceIds::choose(incoming.parent.as_ref()));
+    let (trace_id, span_id) = ids.map(TraceIds::as_fields).unzip();
+
     let span = tracing::info_span!(
         target: SPAN_TARGET,
         "http.server.request",
@@ -99,9 +119,10 @@ fn request_span(request: &Request) -> Span {
         error.message = Empty,
         _dd.origin = Empty,
         _dd.p.tid = Empty,
+        dd.trace_id = trace_id,
+        dd.span_id = span_id,
     );
 
-    let incoming = propagation::extract(headers);
     if let Some(parent) = incoming.parent {
         if let Some(high_bits) = incoming.trace_id_high {
             span.record("_dd.p.tid", high_bits.as_str());
@@ -112,7 +133,6 @@ fn request_span(request: &Request) -> Span {
     if let Some(origin) = incoming.origin {
         span.record("_dd.origin", origin.as_str());
     }
-    logs::remember_trace_ids(&span);
     span
 }
 

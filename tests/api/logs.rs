@@ -102,3 +102,19 @@ async fn injection_off_leaves_ids_out() {
     assert!(line.get("dd.trace_id").is_none(), "{line}");
     assert_eq!(agent.spans().len(), 1, "spans are still exported");
 }
+
+#[tokio::test]
+async fn tracing_off_leaves_ids_out() {
+    let agent = TestAgent::start(Behaviour::Healthy);
+    let mut app = spawn_app(&agent.url, &["--dd-trace-enabled", "false"]).await;
+    app.get("/").await;
+    app.stop_and_flush().await;
+    let line = app
+        .json_logs()
+        .into_iter()
+        .find(|l| l["logger.name"] == "apm_demo::access")
+        .unwrap();
+    assert!(line.get("dd.trace_id").is_none(), "{line}");
+    assert!(line.get("dd.span_id").is_none(), "{line}");
+    assert!(agent.spans().is_empty(), "no span is exported");
+}

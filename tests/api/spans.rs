@@ -7,6 +7,8 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use reqwest::Method;
 
+use apm_demo::telemetry::trace_layer::{TraceLayer, trace_request};
+
 use crate::agent::{AgentSpan, Behaviour, TestAgent};
 use crate::helpers::spawn_app;
 
@@ -136,8 +138,9 @@ async fn server_error_marks_the_span_as_error() {
             }),
         )
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
-        .layer(axum::middleware::from_fn(
-            apm_demo::telemetry::trace_layer::trace_request,
+        .layer(axum::middleware::from_fn_with_state(
+            TraceLayer { exporting: true },
+            trace_request,
         ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
