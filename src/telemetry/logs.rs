@@ -34,15 +34,29 @@ pub struct ServiceTags {
 pub struct LogLayer<W> {
     format: LogFormat,
     tags: Option<ServiceTags>,
+    /// `tags` as JSON members (`,"dd.service":...`), written once here rather than on every line.
+    json_tags: String,
     writer: W,
 }
 
 impl<W> LogLayer<W> {
     /// `tags: None` turns log injection off (`DD_LOGS_INJECTION=false`).
     pub fn new(format: LogFormat, tags: Option<ServiceTags>, writer: W) -> Self {
+        let mut json_tags = String::new();
+        for (key, value) in tags.iter().flat_map(|tags| {
+            [
+                ("dd.service", &tags.service),
+                ("dd.env", &tags.env),
+                ("dd.version", &tags.version),
+            ]
+        }) {
+            let _ = write!(json_tags, ",\"{key}\":");
+            push_json_str(&mut json_tags, value);
+        }
         Self {
             format,
             tags,
+            json_tags,
             writer,
         }
     }
@@ -86,20 +100,14 @@ impl<W> LogLayer<W> {
                 line.push_str(",\"logger.name\":");
                 push_json_str(&mut line, meta.target());
                 event.record(&mut JsonFields(&mut line));
-                if let (Some(tags), Some(ids)) = (&self.tags, ids) {
-                    let _ = write!(
-                        line,
-                        ",\"dd.trace_id\":\"{}\",\"dd.span_id\":\"{}\"",
-                        ids.trace_id, ids.span_id
-                    );
-                    for (key, value) in [
-                        ("dd.service", &tags.service),
-                        ("dd.env", &tags.env),
-                        ("dd.version", &tags.version),
-                    ] {
-                        let _ = write!(line, ",\"{key}\":");
-                        push_json_str(&mut line, value);
-                    }
+                if let Some(ids) = ids {
+                    let mut digits = itoa::Buffer::new();
+                    line.push_str(",\"dd.trace_id\":\"");
+                    line.push_str(digits.format(ids.trace_id));
+                    line.push_str("\",\"dd.span_id\":\"");
+                    line.push_str(digits.format(ids.span_id));
+                    line.push('"');
+                    line.push_str(&self.json_tags);
                 }
                 line.push_str("}\n");
                 line
@@ -200,11 +208,11 @@ impl Visit for JsonFields<'_> {
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.key(field);
-        let _ = write!(self.0, "{value}");
+        self.0.push_str(itoa::Buffer::new().format(value));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.key(field);
-        let _ = write!(self.0, "{value}");
+        self.0.push_str(itoa::Buffer::new().format(value));
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
         self.key(field);
