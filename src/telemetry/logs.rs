@@ -91,8 +91,9 @@ impl<W> LogLayer<W> {
                 line
             }
             LogFormat::Json => {
-                // Written field by field: no map, no per-key allocation (a line per request).
-                let mut line = String::with_capacity(320);
+                // Written field by field: no map, no per-key allocation (a line per request). An
+                // access line with trace ids is about 360 bytes: room for it without growing.
+                let mut line = String::with_capacity(512);
                 line.push_str("{\"timestamp\":");
                 push_json_str(&mut line, &now.format(&Rfc3339).unwrap_or_default());
                 line.push_str(",\"level\":");
