@@ -59,7 +59,9 @@ impl SpanExporter for Exporter {
         // The crate sorts the batch by trace id to group spans into traces, moving whole spans (about
         // 300 bytes each) around; sorting on cached keys moves each span once, and the crate's sort
         // then finds the batch sorted.
-        batch.sort_by_cached_key(|span| u128::from_be_bytes(span.span_context.trace_id().to_bytes()));
+        batch.sort_by_cached_key(|span| {
+            u128::from_be_bytes(span.span_context.trace_id().to_bytes())
+        });
         self.inner.export(batch).await
     }
 

@@ -4,11 +4,12 @@
 //! the trace agent receives them (`dd.trace_id` is the low 64 bits, in decimal), plus `dd.service`,
 //! `dd.env` and `dd.version`, which is what the Datadog Agent needs to link a log to its trace.
 
+use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
 
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
+use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
@@ -68,11 +69,11 @@ impl<W> LogLayer<W> {
         match self.format {
             LogFormat::Text => {
                 // `%(asctime)s - %(name)s - %(levelname)s - %(message)s`; asctime as Python writes it.
-                let asctime = format_description!(
-                    "[year]-[month]-[day] [hour]:[minute]:[second],[subsecond digits:3]"
-                );
-                let time = now.format(asctime).unwrap_or_default();
-                let mut line = format!("{time} - {} - {} - ", meta.target(), meta.level());
+                let asctime = format_description!("[year]-[month]-[day] [hour]:[minute]:[second],");
+                let mut line = String::with_capacity(256);
+                TEXT_SECOND.with_borrow_mut(|second| second.push(&mut line, now, asctime));
+                let _ = write!(line, "{:03}", now.millisecond());
+                let _ = write!(line, " - {} - {} - ", meta.target(), meta.level());
                 if let (Some(tags), Some(ids)) = (&self.tags, ids) {
                     let _ = write!(
                         line,
@@ -94,8 +95,9 @@ impl<W> LogLayer<W> {
                 // Written field by field: no map, no per-key allocation (a line per request). An
                 // access line with trace ids is about 360 bytes: room for it without growing.
                 let mut line = String::with_capacity(512);
-                line.push_str("{\"timestamp\":");
-                push_json_str(&mut line, &now.format(&Rfc3339).unwrap_or_default());
+                line.push_str("{\"timestamp\":\"");
+                push_rfc3339(&mut line, now);
+                line.push('"');
                 line.push_str(",\"level\":");
                 push_json_str(&mut line, meta.level().as_str());
                 line.push_str(",\"logger.name\":");
@@ -147,6 +149,48 @@ where
             .make_writer_for(event.metadata())
             .write_all(line.as_bytes());
     }
+}
+
+thread_local! {
+    static JSON_SECOND: RefCell<Second> = const { RefCell::new(Second::new()) };
+    static TEXT_SECOND: RefCell<Second> = const { RefCell::new(Second::new()) };
+}
+
+/// A timestamp down to the second, formatted once per second (per thread and format) rather than
+/// on every line: formatting a date is most of the cost of a timestamp.
+struct Second {
+    unix: i64,
+    text: String,
+}
+
+impl Second {
+    const fn new() -> Self {
+        Self {
+            unix: i64::MIN,
+            text: String::new(),
+        }
+    }
+
+    /// Appends `now` down to the second, in `format` (which must not show anything finer).
+    fn push(&mut self, line: &mut String, now: OffsetDateTime, format: &[BorrowedFormatItem<'_>]) {
+        let unix = now.unix_timestamp();
+        if unix != self.unix {
+            self.text = now.format(format).unwrap_or_default();
+            self.unix = unix;
+        }
+        line.push_str(&self.text);
+    }
+}
+
+/// Appends `now` (UTC) in RFC 3339 with nanoseconds: `2026-11-25T15:53:18.023258426Z`.
+fn push_rfc3339(line: &mut String, now: OffsetDateTime) {
+    let seconds = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].");
+    JSON_SECOND.with_borrow_mut(|second| second.push(line, now, seconds));
+    let mut digits = itoa::Buffer::new();
+    let nanos = digits.format(now.nanosecond());
+    line.extend(std::iter::repeat_n('0', 9 - nanos.len()));
+    line.push_str(nanos);
+    line.push('Z');
 }
 
 /// Reads the ids the trace layer recorded on a span.
@@ -276,6 +320,33 @@ impl fmt::Write for JsonEscaped<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_with_nanoseconds_across_seconds() {
+        let at = |unix: i64, nanos: u32| {
+            OffsetDateTime::from_unix_timestamp(unix).unwrap()
+                + time::Duration::nanoseconds(i64::from(nanos))
+        };
+        for (time, expected) in [
+            (
+                at(1_795_613_776, 23_258_426),
+                "2026-11-25T13:36:16.023258426Z",
+            ),
+            (
+                at(1_795_613_776, 999_999_999),
+                "2026-11-25T13:36:16.999999999Z",
+            ),
+            (at(1_795_613_777, 7), "2026-11-25T13:36:17.000000007Z"),
+            (at(1_795_613_777, 0), "2026-11-25T13:36:17.000000000Z"),
+        ] {
+            let mut line = String::new();
+            push_rfc3339(&mut line, time);
+            assert_eq!(line, expected);
+            let parsed =
+                OffsetDateTime::parse(&line, &time::format_description::well_known::Rfc3339);
+            assert_eq!(parsed.unwrap(), time);
+        }
+    }
 
     #[test]
     fn json_strings_are_escaped() {
