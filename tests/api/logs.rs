@@ -1,5 +1,7 @@
 //! Log lines: the Flask text format, and JSON that correlates with the exported spans.
 
+use apm_demo::telemetry::trace_layer::{TraceLayer, trace_request};
+
 use crate::agent::{Behaviour, TestAgent};
 use crate::helpers::spawn_app;
 
@@ -117,4 +119,49 @@ async fn tracing_off_leaves_ids_out() {
     assert!(line.get("dd.trace_id").is_none(), "{line}");
     assert!(line.get("dd.span_id").is_none(), "{line}");
     assert!(agent.spans().is_empty(), "no span is exported");
+}
+
+#[tokio::test]
+async fn a_handlers_own_lines_carry_its_requests_ids_across_awaits() {
+    let agent = TestAgent::start(Behaviour::Healthy);
+    let app = spawn_app(&agent.url, &[]).await;
+    let router = axum::Router::new()
+        .route(
+            "/work",
+            axum::routing::get(|| async {
+                tracing::info!(target: "handler", "before the await");
+                tokio::task::yield_now().await;
+                tracing::info!(target: "handler", "after the await");
+                "done"
+            }),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            TraceLayer { exporting: true },
+            trace_request,
+        ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let body = reqwest::get(format!("http://{address}/work"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "done");
+    let lines = app.json_logs();
+    let access = lines
+        .iter()
+        .find(|l| l["logger.name"] == "apm_demo::access")
+        .expect("an access line");
+    let handler: Vec<_> = lines
+        .iter()
+        .filter(|l| l["logger.name"] == "handler")
+        .collect();
+    assert_eq!(handler.len(), 2, "{lines:#?}");
+    for line in handler {
+        assert!(line["dd.trace_id"].is_string(), "{line}");
+        assert_eq!(line["dd.trace_id"], access["dd.trace_id"], "{line}");
+        assert_eq!(line["dd.span_id"], access["dd.span_id"], "{line}");
+    }
 }
