@@ -289,28 +289,42 @@ fn push_json_str(out: &mut String, text: &str) {
 /// Escapes what it is given for the inside of a JSON string.
 struct JsonEscaped<'a>(&'a mut String);
 
+/// For each byte, whether it must be escaped in a JSON string: quote, backslash, control characters.
+const NEEDS_ESCAPE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        table[byte] = true;
+        byte += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
 impl fmt::Write for JsonEscaped<'_> {
     /// Copies runs of plain text whole; only quotes, backslashes and control characters are rewritten
     /// (all ASCII, so the runs split on character boundaries).
     fn write_str(&mut self, text: &str) -> fmt::Result {
+        let bytes = text.as_bytes();
         let mut plain_from = 0;
-        for (i, byte) in text.bytes().enumerate() {
-            let escaped = match byte {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                0..=0x1f => "",
-                _ => continue,
-            };
-            self.0.push_str(&text[plain_from..i]);
-            if escaped.is_empty() {
-                let _ = write!(self.0, "\\u{byte:04x}");
-            } else {
-                self.0.push_str(escaped);
+        while let Some(offset) = bytes[plain_from..]
+            .iter()
+            .position(|&byte| NEEDS_ESCAPE[usize::from(byte)])
+        {
+            let at = plain_from + offset;
+            self.0.push_str(&text[plain_from..at]);
+            match bytes[at] {
+                b'"' => self.0.push_str("\\\""),
+                b'\\' => self.0.push_str("\\\\"),
+                b'\n' => self.0.push_str("\\n"),
+                b'\r' => self.0.push_str("\\r"),
+                b'\t' => self.0.push_str("\\t"),
+                byte => {
+                    let _ = write!(self.0, "\\u{byte:04x}");
+                }
             }
-            plain_from = i + 1;
+            plain_from = at + 1;
         }
         self.0.push_str(&text[plain_from..]);
         Ok(())
@@ -345,6 +359,15 @@ mod tests {
             let parsed =
                 OffsetDateTime::parse(&line, &time::format_description::well_known::Rfc3339);
             assert_eq!(parsed.unwrap(), time);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_round_trips_through_a_json_string(text in proptest::prelude::any::<String>()) {
+            let mut out = String::new();
+            push_json_str(&mut out, &text);
+            proptest::prop_assert_eq!(serde_json::from_str::<String>(&out).unwrap(), text);
         }
     }
 
