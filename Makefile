@@ -5,7 +5,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: run local release test lint test-rust conformance test-python mariadb chromium venv bench bench-loadgen bench-tracing bench-seed bench-memory bench-export bench-tools
+.PHONY: run local release test lint test-rust conformance test-python mariadb chromium venv bench bench-loadgen bench-tracing bench-instructions bench-seed bench-memory bench-export bench-tools
 
 ## run: the service on :5050 (Ctrl-C stops it; spans go to DD_AGENT_HOST:DD_TRACE_AGENT_PORT)
 run:
@@ -56,7 +56,7 @@ mariadb:
 	fi
 
 ## bench: the benchmarks; each prints its figures and ratios measured side by side in one run
-bench: bench-loadgen bench-tracing bench-seed bench-memory bench-export
+bench: bench-loadgen bench-tracing bench-instructions bench-seed bench-memory bench-export
 
 bench-tools: venv release
 	$(CARGO) build --release -p loadgen --example hello_server
@@ -70,6 +70,11 @@ bench-loadgen: bench-tools
 ## bench-tracing: traced against untraced, same binary (null sink, then the test agent)
 bench-tracing: bench-tools
 	python3 bench/bench_tracing.py
+
+## bench-instructions: the service's instructions per request, traced and untraced (callgrind)
+bench-instructions: bench-tools
+	@command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind >/dev/null)
+	python3 bench/bench_instructions.py
 
 ## bench-seed: the instrumented service against the seed's Flask app (gunicorn/dev server, ddtrace)
 bench-seed: bench-tools

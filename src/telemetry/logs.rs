@@ -8,17 +8,18 @@ use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
 
+use opentelemetry::trace::TraceContextExt;
 use time::OffsetDateTime;
 use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
 use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id};
-use tracing::{Event, Subscriber};
+use tracing::{Event, Span, Subscriber};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::Registry;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
-use super::ids::{SPAN_ID_FIELD, TRACE_ID_FIELD, TraceIds};
 use crate::config::LogFormat;
 
 /// The service's unified tags, for log lines.
@@ -30,8 +31,7 @@ pub struct ServiceTags {
 }
 
 /// The log layer: writes each event as one line, in `format`, adding Datadog correlation when
-/// `tags` is set. Of spans it keeps only the ids of request spans (nothing is formatted per request
-/// beyond the lines themselves).
+/// `tags` is set. It ignores spans (nothing is formatted per request beyond the lines themselves).
 pub struct LogLayer<W> {
     format: LogFormat,
     tags: Option<ServiceTags>,
@@ -124,18 +124,6 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     W: for<'w> MakeWriter<'w> + 'static,
 {
-    /// Keeps the ids of a request span (see `ids`) for the lines written inside it.
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let mut fields = IdFields::default();
-        attrs.record(&mut fields);
-        if let (Some(trace_id), Some(span_id), Some(span)) =
-            (fields.trace_id, fields.span_id, ctx.span(id))
-        {
-            span.extensions_mut()
-                .insert(TraceIds::from_fields(trace_id, span_id));
-        }
-    }
-
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let ids = ctx.event_scope(event).and_then(|scope| {
             scope
@@ -193,22 +181,34 @@ fn push_rfc3339(line: &mut String, now: OffsetDateTime) {
     line.push('Z');
 }
 
-/// Reads the ids the trace layer recorded on a span.
-#[derive(Default)]
-struct IdFields {
-    trace_id: Option<i64>,
-    span_id: Option<i64>,
+/// The Datadog ids of a span, kept in the span's extensions for the lines written inside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceIds {
+    pub trace_id: u64,
+    pub span_id: u64,
 }
 
-impl Visit for IdFields {
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        match field.name() {
-            TRACE_ID_FIELD => self.trace_id = Some(value),
-            SPAN_ID_FIELD => self.span_id = Some(value),
-            _ => {}
-        }
+/// Remembers the ids of `span`'s exported span for the log lines written inside it. Call it once the
+/// span's parent is set: it starts the OpenTelemetry span, which fixes its ids.
+pub fn remember_trace_ids(span: &Span) {
+    let cx = span.context();
+    let otel_span = cx.span();
+    let sc = otel_span.span_context();
+    if !sc.is_valid() {
+        return;
     }
-    fn record_debug(&mut self, _: &Field, _: &dyn fmt::Debug) {}
+    let ids = TraceIds {
+        trace_id: u128::from_be_bytes(sc.trace_id().to_bytes()) as u64,
+        span_id: u64::from_be_bytes(sc.span_id().to_bytes()),
+    };
+    span.with_subscriber(|(id, dispatch)| {
+        if let Some(span) = dispatch
+            .downcast_ref::<Registry>()
+            .and_then(|registry| registry.span(id))
+        {
+            span.extensions_mut().insert(ids);
+        }
+    });
 }
 
 /// An event's fields as text: the message, then ` name=value` for the others.

@@ -7,7 +7,6 @@
 
 pub mod datadog;
 pub mod export_queue;
-pub mod ids;
 pub mod logs;
 pub mod propagation;
 pub mod sampling;
@@ -31,9 +30,8 @@ use self::datadog::ExporterSettings;
 use self::export_queue::{
     BoundedProcessor, ExportCounts, ExportStats, REPORT_INTERVAL, ReportingExporter,
 };
-use self::ids::{DatadogIdGenerator, IdTracer};
 use self::logs::{LogLayer, ServiceTags};
-use self::sampling::DatadogSampler;
+use self::sampling::{DatadogIdGenerator, DatadogSampler};
 use crate::config::Config;
 
 /// Spans waiting for export at most; beyond this they are dropped and counted. About 1 KiB each.
@@ -65,7 +63,7 @@ impl Telemetry {
         };
         let otel = provider.as_ref().map(|provider| {
             tracing_opentelemetry::layer()
-                .with_tracer(IdTracer(provider.tracer("apm-demo")))
+                .with_tracer(provider.tracer("apm-demo"))
                 .with_location(false)
                 .with_threads(false)
                 .with_level(false)

@@ -4,12 +4,17 @@
 //! `trace_id * 1111111111111111111 mod 2^64 < rate * 2^64`), so that this service and Datadog's tracers
 //! agree on the same trace. A Datadog parent without a sampling priority ("deferred") is decided the
 //! same way: the OpenTelemetry parent-based sampler would read it as "not sampled" and drop it.
+//!
+//! Trace ids are 64 bits (the high half zero): the exporter sends the low 64 bits only, so larger ids
+//! would be cut, and a caller's 128-bit id is carried in `_dd.p.tid` instead.
 
 use opentelemetry::trace::{
-    Link, SpanContext, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState,
+    Link, SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState,
 };
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::trace::{SamplingDecision, SamplingResult, ShouldSample};
+use opentelemetry_sdk::trace::{
+    IdGenerator, RandomIdGenerator, SamplingDecision, SamplingResult, ShouldSample,
+};
 
 /// The flag the Datadog propagator sets on a context whose sampling decision was not made upstream.
 const DEFERRED: TraceFlags = TraceFlags::new(0x02);
@@ -77,11 +82,24 @@ impl ShouldSample for DatadogSampler {
     }
 }
 
+/// Random 64-bit trace ids (high half zero) and span ids.
+#[derive(Debug, Default)]
+pub struct DatadogIdGenerator(RandomIdGenerator);
+
+impl IdGenerator for DatadogIdGenerator {
+    fn new_trace_id(&self) -> TraceId {
+        let low = u64::from_be_bytes(self.0.new_span_id().to_bytes());
+        TraceId::from(u128::from(low.max(1)))
+    }
+
+    fn new_span_id(&self) -> SpanId {
+        self.0.new_span_id()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry::trace::SpanId;
-    use opentelemetry_sdk::trace::IdGenerator;
 
     fn decide(sampler: &DatadogSampler, parent: Option<SpanContext>, trace_id: u128) -> bool {
         let cx = parent.map(|sc| Context::new().with_remote_span_context(sc));
@@ -127,7 +145,7 @@ mod tests {
     #[test]
     fn rate_keeps_about_that_share_of_new_traces() {
         let sampler = DatadogSampler::new(0.25);
-        let ids = crate::telemetry::ids::DatadogIdGenerator::default();
+        let ids = DatadogIdGenerator::default();
         let kept = (0..20_000)
             .filter(|_| {
                 let id = u128::from_be_bytes(ids.new_trace_id().to_bytes());
@@ -138,5 +156,14 @@ mod tests {
             (4_500..5_500).contains(&kept),
             "kept {kept} of 20000 at rate 0.25"
         );
+    }
+
+    #[test]
+    fn trace_ids_fit_in_64_bits() {
+        let ids = DatadogIdGenerator::default();
+        for _ in 0..1000 {
+            let id = u128::from_be_bytes(ids.new_trace_id().to_bytes());
+            assert!(id != 0 && id <= u128::from(u64::MAX));
+        }
     }
 }

@@ -21,7 +21,7 @@ use tracing::Span;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::ids::TraceIds;
+use super::logs;
 use super::propagation::{self, Incoming};
 
 /// Datadog operation name of the server span: the one Datadog's own Rust tracer (dd-trace-rs) gives
@@ -107,16 +107,12 @@ fn request_span(request: &Request, layer: TraceLayer) -> Span {
         None => path.to_owned(),
     };
 
-    // The caller's trace and the span's ids matter only to exported spans.
+    // The caller's trace context matters only to exported spans.
     let incoming = if layer.exporting {
         propagation::extract(headers)
     } else {
         Incoming::default()
     };
-    let ids = layer
-        .exporting
-        .then(|| TraceIds::choose(incoming.parent.as_ref()));
-    let (trace_id, span_id) = ids.map(TraceIds::as_fields).unzip();
 
     let span = tracing::info_span!(
         target: SPAN_TARGET,
@@ -132,8 +128,6 @@ fn request_span(request: &Request, layer: TraceLayer) -> Span {
         error.message = Empty,
         _dd.origin = Empty,
         _dd.p.tid = Empty,
-        dd.trace_id = trace_id,
-        dd.span_id = span_id,
     );
 
     if let Some(parent) = incoming.parent {
@@ -145,6 +139,9 @@ fn request_span(request: &Request, layer: TraceLayer) -> Span {
     }
     if let Some(origin) = incoming.origin {
         span.record("_dd.origin", origin.as_str());
+    }
+    if layer.exporting {
+        logs::remember_trace_ids(&span);
     }
     span
 }

@@ -69,7 +69,7 @@ async fn every_request_becomes_one_span_with_the_contract() {
     assert_eq!(meta(span, "language"), Some("rust"));
     assert_eq!(span.metrics.get("_sampling_priority_v1"), Some(&1.0));
     assert!(meta(span, "error.message").is_none());
-    // Nothing else: in particular not the ids handed from the trace layer to the SDK.
+    // Nothing else: every attribute of the span lands in meta, so an extra one would show here.
     let mut keys: Vec<&str> = span.meta.keys().map(String::as_str).collect();
     keys.sort_unstable();
     assert_eq!(
