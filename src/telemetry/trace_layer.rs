@@ -43,8 +43,8 @@ pub const ACCESS_LOG_TARGET: &str = "apm_demo::access";
 /// What the trace layer needs to know of the configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct TraceLayer {
-    /// Whether spans are exported (`DD_TRACE_ENABLED`): only then do requests get Datadog ids, which
-    /// their log lines carry.
+    /// Whether spans are exported (`DD_TRACE_ENABLED`): only then are the caller's trace headers read
+    /// and the span's ids put on its log lines.
     pub exporting: bool,
 }
 
