@@ -239,6 +239,21 @@ async fn a_server_that_hangs_up_gives_io_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_closes_after_each_answer_costs_no_error() {
+    let app = Router::new().fallback(|| async {
+        // hyper closes the connection after an answer that says so.
+        ([(axum::http::header::CONNECTION, "close")], StatusCode::OK)
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let summary = load(&url, &["-n", "200", "-c", "4"]).await;
+    assert_eq!(summary.overall.requests, 200);
+    assert_eq!(summary.overall.errors, 0, "{:?}", summary.overall.error_kinds);
+    assert_eq!(summary.overall.status_codes.get("200"), Some(&200));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_and_custom_headers_are_injected() {
     let (url, seen) = serve(Behaviour::default()).await;
     load(
