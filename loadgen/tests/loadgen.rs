@@ -249,7 +249,11 @@ async fn a_server_that_closes_after_each_answer_costs_no_error() {
     tokio::spawn(async move { axum::serve(listener, app).await });
     let summary = load(&url, &["-n", "200", "-c", "4"]).await;
     assert_eq!(summary.overall.requests, 200);
-    assert_eq!(summary.overall.errors, 0, "{:?}", summary.overall.error_kinds);
+    assert_eq!(
+        summary.overall.errors, 0,
+        "{:?}",
+        summary.overall.error_kinds
+    );
     assert_eq!(summary.overall.status_codes.get("200"), Some(&200));
 }
 

@@ -7,7 +7,23 @@ use std::time::Duration;
 use apm_demo::Application;
 use apm_demo::config::Config;
 use apm_demo::telemetry::Telemetry;
+use apm_demo::telemetry::trace_layer::{TraceLayer, trace_request};
+use axum::Router;
 use tracing::dispatcher::DefaultGuard;
+
+/// Serves `routes` inside the service's trace layer on a free loopback port, for tests of handlers the
+/// service does not have (a failing one, one that logs). Spans and logs go to the subscriber of the
+/// calling thread (a [`spawn_app`] one). Returns the base URL.
+pub async fn serve_traced(routes: Router) -> String {
+    let routes = routes.layer(axum::middleware::from_fn_with_state(
+        TraceLayer { exporting: true },
+        trace_request,
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, routes).await });
+    format!("http://{address}")
+}
 
 /// A running service; tests call it through `get` and read its logs and export counts.
 pub struct TestApp {

@@ -1,9 +1,7 @@
 //! Log lines: the Flask text format, and JSON that correlates with the exported spans.
 
-use apm_demo::telemetry::trace_layer::{TraceLayer, trace_request};
-
 use crate::agent::{Behaviour, TestAgent};
-use crate::helpers::spawn_app;
+use crate::helpers::{serve_traced, spawn_app};
 
 #[tokio::test]
 async fn json_access_log_carries_the_ids_the_agent_received() {
@@ -90,10 +88,10 @@ async fn text_format_is_the_flask_format_with_injected_ids() {
     assert!(parts[3].contains("GET /api/trace 200"), "{line}");
 }
 
-#[tokio::test]
-async fn injection_off_leaves_ids_out() {
+/// The access line of a `GET /` to the service started with `flags`, and the agent it exports to.
+async fn access_line_with(flags: &[&str]) -> (serde_json::Value, TestAgent) {
     let agent = TestAgent::start(Behaviour::Healthy);
-    let mut app = spawn_app(&agent.url, &["--dd-logs-injection", "false"]).await;
+    let mut app = spawn_app(&agent.url, flags).await;
     app.get("/").await;
     app.stop_and_flush().await;
     let line = app
@@ -101,21 +99,19 @@ async fn injection_off_leaves_ids_out() {
         .into_iter()
         .find(|l| l["logger.name"] == "apm_demo::access")
         .unwrap();
+    (line, agent)
+}
+
+#[tokio::test]
+async fn injection_off_leaves_ids_out() {
+    let (line, agent) = access_line_with(&["--dd-logs-injection", "false"]).await;
     assert!(line.get("dd.trace_id").is_none(), "{line}");
     assert_eq!(agent.spans().len(), 1, "spans are still exported");
 }
 
 #[tokio::test]
 async fn tracing_off_leaves_ids_out() {
-    let agent = TestAgent::start(Behaviour::Healthy);
-    let mut app = spawn_app(&agent.url, &["--dd-trace-enabled", "false"]).await;
-    app.get("/").await;
-    app.stop_and_flush().await;
-    let line = app
-        .json_logs()
-        .into_iter()
-        .find(|l| l["logger.name"] == "apm_demo::access")
-        .unwrap();
+    let (line, agent) = access_line_with(&["--dd-trace-enabled", "false"]).await;
     assert!(line.get("dd.trace_id").is_none(), "{line}");
     assert!(line.get("dd.span_id").is_none(), "{line}");
     assert!(agent.spans().is_empty(), "no span is exported");
@@ -125,24 +121,17 @@ async fn tracing_off_leaves_ids_out() {
 async fn a_handlers_own_lines_carry_its_requests_ids_across_awaits() {
     let agent = TestAgent::start(Behaviour::Healthy);
     let app = spawn_app(&agent.url, &[]).await;
-    let router = axum::Router::new()
-        .route(
-            "/work",
-            axum::routing::get(|| async {
-                tracing::info!(target: "handler", "before the await");
-                tokio::task::yield_now().await;
-                tracing::info!(target: "handler", "after the await");
-                "done"
-            }),
-        )
-        .layer(axum::middleware::from_fn_with_state(
-            TraceLayer { exporting: true },
-            trace_request,
-        ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    let body = reqwest::get(format!("http://{address}/work"))
+    let url = serve_traced(axum::Router::new().route(
+        "/work",
+        axum::routing::get(|| async {
+            tracing::info!(target: "handler", "before the await");
+            tokio::task::yield_now().await;
+            tracing::info!(target: "handler", "after the await");
+            "done"
+        }),
+    ))
+    .await;
+    let body = reqwest::get(format!("{url}/work"))
         .await
         .unwrap()
         .text()

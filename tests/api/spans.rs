@@ -7,10 +7,8 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use reqwest::Method;
 
-use apm_demo::telemetry::trace_layer::{TraceLayer, trace_request};
-
 use crate::agent::{AgentSpan, Behaviour, TestAgent};
-use crate::helpers::spawn_app;
+use crate::helpers::{serve_traced, spawn_app};
 
 async fn spans_for(requests: &[(Method, &str)]) -> (Vec<AgentSpan>, TestAgent) {
     let agent = TestAgent::start(Behaviour::Healthy);
@@ -157,18 +155,12 @@ async fn server_error_marks_the_span_as_error() {
                 StatusCode::OK
             }),
         )
-        .layer(tower_http::catch_panic::CatchPanicLayer::new())
-        .layer(axum::middleware::from_fn_with_state(
-            TraceLayer { exporting: true },
-            trace_request,
-        ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, failing).await });
+        .layer(tower_http::catch_panic::CatchPanicLayer::new());
+    let url = serve_traced(failing).await;
     let client = reqwest::Client::new();
     assert_eq!(
         client
-            .get(format!("http://{address}/boom"))
+            .get(format!("{url}/boom"))
             .send()
             .await
             .unwrap()
@@ -177,7 +169,7 @@ async fn server_error_marks_the_span_as_error() {
     );
     assert_eq!(
         client
-            .get(format!("http://{address}/panic"))
+            .get(format!("{url}/panic"))
             .send()
             .await
             .unwrap()
