@@ -21,6 +21,7 @@ const DATADOG_TRACE_ID: &str = "x-datadog-trace-id";
 const DATADOG_PARENT_ID: &str = "x-datadog-parent-id";
 const DATADOG_SAMPLING_PRIORITY: &str = "x-datadog-sampling-priority";
 const DATADOG_ORIGIN: &str = "x-datadog-origin";
+const TRACEPARENT: &str = "traceparent";
 
 /// What the request's headers say about its trace.
 #[derive(Debug, Default)]
@@ -46,6 +47,10 @@ pub fn extract(headers: &HeaderMap) -> Incoming {
                 .filter(|o| is_origin(o))
                 .map(str::to_owned),
         };
+    }
+    // Most requests carry no trace context: answer them without the propagator's context plumbing.
+    if headers.get(TRACEPARENT).is_none() {
+        return Incoming::default();
     }
     let parent = TraceContextPropagator::new().extract(&headers);
     let span_context = parent.span().span_context().clone();
