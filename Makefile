@@ -5,7 +5,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: run local release test lint test-rust conformance test-python mariadb chromium venv bench bench-loadgen bench-tracing bench-instructions bench-seed bench-memory bench-export bench-tools
+.PHONY: run local release test lint test-rust conformance test-python mariadb chromium venv bench bench-loadgen bench-tracing bench-instructions bench-dd-trace-rs bench-seed bench-memory bench-export bench-tools
 
 ## run: the service on :5050 (Ctrl-C stops it; spans go to DD_AGENT_HOST:DD_TRACE_AGENT_PORT)
 run:
@@ -75,6 +75,12 @@ bench-tracing: bench-tools
 bench-instructions: bench-tools
 	@command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind >/dev/null)
 	python3 bench/bench_instructions.py
+
+## bench-dd-trace-rs: bench-instructions, plus the same span exported by dd-trace-rs (bench/dd_trace_rs)
+bench-dd-trace-rs: bench-tools
+	@command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind >/dev/null)
+	$(CARGO) build --release --manifest-path bench/dd_trace_rs/Cargo.toml --target-dir target/dd_trace_rs
+	python3 bench/bench_instructions.py --dd-trace-rs
 
 ## bench-seed: the instrumented service against the seed's Flask app (gunicorn/dev server, ddtrace)
 bench-seed: bench-tools

@@ -5,6 +5,9 @@ they show small changes that throughput noise hides. The release binary runs und
 `valgrind --tool=callgrind` (all threads: the request path, the export thread, the log writer) and
 receives N, then N + extra requests of /api/apm; the difference of the two totals divided by extra is
 the cost of one request, start-up and shutdown cancelling out. Spans go to a null sink.
+
+With --dd-trace-rs, the same for the fixture in dd_trace_rs/: the service's request span exported by
+Datadog's own tracer instead (no log lines there, so compare what tracing adds, not the totals).
 """
 
 import argparse
@@ -16,39 +19,56 @@ import time
 from common import RELEASE, Process, free_port, loadgen, null_sink, wait_for_port
 
 
-def total_instructions(traced, requests, sink_url):
-    """Instructions the service executed, start to exit, serving `requests` requests."""
+def total_instructions(binary, env, requests):
+    """Instructions `binary` executed, start to exit, serving `requests` requests on $PORT."""
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "callgrind.out")
-        env = {"HOST": "127.0.0.1", "PORT": str(port), "LOG_FORMAT": "json",
-               "DD_TRACE_ENABLED": str(traced).lower(), "DD_TRACE_AGENT_URL": sink_url}
-        argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", os.path.join(RELEASE, "apm-demo")]
-        with Process(argv, env=env) as service:
+        argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary]
+        with Process(argv, env={**env, "PORT": str(port)}) as server:
             wait_for_port(port, timeout=120)
             loadgen(f"http://127.0.0.1:{port}", "-c", "4", "-n", str(requests), "--timeout", "30s", path="/api/apm")
             time.sleep(1.5)  # the export thread sends the last batch within its 1 s flush interval
-            service.stop()  # SIGTERM: a graceful exit, after which callgrind writes its totals
+            server.stop()  # SIGTERM: a graceful exit, after which callgrind writes its totals
         with open(out) as f:
             return int(re.search(r"^summary: (\d+)", f.read(), re.M).group(1))
+
+
+def service(traced, sink_url):
+    """This service, as `make run` starts it but with JSON logs and spans to `sink_url`."""
+    return os.path.join(RELEASE, "apm-demo"), {"HOST": "127.0.0.1", "LOG_FORMAT": "json",
+                                               "DD_TRACE_ENABLED": str(traced).lower(), "DD_TRACE_AGENT_URL": sink_url}
+
+
+def dd_trace_rs(traced, sink_url):
+    """The fixture in dd_trace_rs/: the same span exported by dd-trace-rs, and no log lines."""
+    return DD_TRACE_RS, {"TRACED": "1" if traced else "0", "DD_TRACE_AGENT_URL": sink_url,
+                         "DD_SERVICE": "apm-demo"}
+
+
+DD_TRACE_RS = os.path.join(RELEASE, "..", "dd_trace_rs", "release", "dd-trace-rs-fixture")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=4000, help="requests of the first run")
     parser.add_argument("--extra", type=int, default=10000, help="how many more the second run sends")
+    parser.add_argument("--dd-trace-rs", action="store_true",
+                        help="also measure the dd-trace-rs fixture (build it first: make bench-dd-trace-rs)")
     args = parser.parse_args()
+    subjects = [("this service", service)] + ([("dd-trace-rs fixture", dd_trace_rs)] if args.dd_trace_rs else [])
     sink, sink_url = null_sink()
     with sink:
-        per_request = {}
-        for traced in (False, True):
-            first = total_instructions(traced, args.requests, sink_url)
-            second = total_instructions(traced, args.requests + args.extra, sink_url)
-            per_request[traced] = (second - first) / args.extra
-            print(f"  {'traced  ' if traced else 'untraced'} {per_request[traced]:>9,.0f} instructions per request",
-                  flush=True)
-    on, off = per_request[True], per_request[False]
-    print(f"\ntracing adds {on - off:,.0f} instructions per request: traced / untraced = {on / off:.3f}")
+        for name, subject in subjects:
+            per_request = {}
+            for traced in (False, True):
+                first = total_instructions(*subject(traced, sink_url), args.requests)
+                second = total_instructions(*subject(traced, sink_url), args.requests + args.extra)
+                per_request[traced] = (second - first) / args.extra
+                print(f"  {name}, {'traced  ' if traced else 'untraced'} {per_request[traced]:>9,.0f} instructions per request",
+                      flush=True)
+            on, off = per_request[True], per_request[False]
+            print(f"{name}: tracing adds {on - off:,.0f} instructions per request: traced / untraced = {on / off:.3f}\n")
 
 
 if __name__ == "__main__":
