@@ -16,7 +16,7 @@ import re
 import tempfile
 import time
 
-from common import RELEASE, Process, free_port, loadgen, null_sink, wait_for_port
+from common import RELEASE, ROOT, Process, free_port, loadgen, null_sink, service_env, wait_for_port
 
 
 def total_instructions(binary, env, requests):
@@ -35,9 +35,8 @@ def total_instructions(binary, env, requests):
 
 
 def service(traced, sink_url):
-    """This service, as `make run` starts it but with JSON logs and spans to `sink_url`."""
-    return os.path.join(RELEASE, "apm-demo"), {"HOST": "127.0.0.1", "LOG_FORMAT": "json",
-                                               "DD_TRACE_ENABLED": str(traced).lower(), "DD_TRACE_AGENT_URL": sink_url}
+    """This service, as the other benchmarks run it."""
+    return os.path.join(RELEASE, "apm-demo"), service_env(sink_url, traced)
 
 
 def dd_trace_rs(traced, sink_url):
@@ -46,7 +45,7 @@ def dd_trace_rs(traced, sink_url):
                          "DD_SERVICE": "apm-demo"}
 
 
-DD_TRACE_RS = os.path.join(RELEASE, "..", "dd_trace_rs", "release", "dd-trace-rs-fixture")
+DD_TRACE_RS = os.path.join(ROOT, "target", "dd_trace_rs", "release", "dd-trace-rs-fixture")
 
 
 def main():

@@ -72,9 +72,15 @@ class Process:
         raise RuntimeError(f"no {field} for {pid}")
 
 
+def service_env(agent_url=None, traced=True, extra=None):
+    """The service's environment in the benchmarks (all but PORT): JSON logs, spans to agent_url (by
+    default a port where nothing listens)."""
+    return {"HOST": "127.0.0.1", "LOG_FORMAT": "json", "DD_TRACE_ENABLED": str(traced).lower(),
+            "DD_TRACE_AGENT_URL": agent_url or f"http://127.0.0.1:{free_port()}", **(extra or {})}
+
+
 def service(port, agent_url=None, traced=True, extra=None):
-    env = {"HOST": "127.0.0.1", "PORT": str(port), "LOG_FORMAT": "json", "DD_TRACE_ENABLED": str(traced).lower(),
-           "DD_TRACE_AGENT_URL": agent_url or f"http://127.0.0.1:{free_port()}", **(extra or {})}
+    env = {**service_env(agent_url, traced, extra), "PORT": str(port)}
     process = Process([os.path.join(RELEASE, "apm-demo")], env=env, cpu=SERVICE_CPU)
     wait_for_port(port)
     return process

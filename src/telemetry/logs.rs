@@ -72,8 +72,13 @@ impl<W> LogLayer<W> {
                 let asctime = format_description!("[year]-[month]-[day] [hour]:[minute]:[second],");
                 let mut line = String::with_capacity(256);
                 TEXT_SECOND.with_borrow_mut(|second| second.push(&mut line, now, asctime));
-                let _ = write!(line, "{:03}", now.millisecond());
-                let _ = write!(line, " - {} - {} - ", meta.target(), meta.level());
+                let _ = write!(
+                    line,
+                    "{:03} - {} - {} - ",
+                    now.millisecond(),
+                    meta.target(),
+                    meta.level()
+                );
                 if let (Some(tags), Some(ids)) = (&self.tags, ids) {
                     let _ = write!(
                         line,
