@@ -288,6 +288,31 @@ mod tests {
     }
 
     #[test]
+    fn refusals_start_with_the_variable_behind_the_flag() {
+        // clap's own wording names the flag's value (`<PORT>`), so check the prefix this code adds.
+        for (args, variable) in [
+            (&["--port", "abc"][..], "PORT"),
+            (&["--host", "nowhere"], "HOST"),
+            (&["--dd-trace-sample-rate", "2"], "DD_TRACE_SAMPLE_RATE"),
+            (&["--dd-trace-agent-url=ftp://agent"], "DD_TRACE_AGENT_URL"),
+            (&["--dd-service", " "], "DD_SERVICE"),
+        ] {
+            let message = refusal(args);
+            let prefix = format!("invalid configuration: {variable}: ");
+            assert!(message.starts_with(&prefix), "{args:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn refusals_without_a_flag_name_no_variable() {
+        let message = refusal(&["--no-such-flag"]);
+        assert!(
+            message.starts_with("invalid configuration: unexpected argument"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn sample_rate_above_one_is_refused() {
         let message = refusal(&["--dd-trace-sample-rate", "2"]);
         assert!(message.contains("DD_TRACE_SAMPLE_RATE"), "{message}");

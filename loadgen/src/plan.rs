@@ -238,7 +238,9 @@ mod tests {
         for bad in ["", "api=1", "/a=0", "/a=-1", "/a=1001", "/a=x", "/a b=1"] {
             assert!(Mix::parse(bad).is_err(), "{bad:?}");
         }
-        assert_eq!(Mix::parse("/a").unwrap().len(), 1);
+        let mix = Mix::parse("/a").unwrap();
+        assert_eq!(mix.len(), 1);
+        assert!(!mix.is_empty(), "a mix that parses has a path");
     }
 
     #[test]

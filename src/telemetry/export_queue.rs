@@ -227,6 +227,64 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+    use opentelemetry_sdk::trace::{BatchConfigBuilder, SdkTracerProvider};
+
+    use crate::telemetry::QUEUE_CAPACITY;
+
+    /// An agent that accepts everything.
+    #[derive(Debug)]
+    struct AcceptingAgent;
+
+    impl SpanExporter for AcceptingAgent {
+        async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+            Ok(())
+        }
+    }
+
+    /// The pipeline's bounded processor, over a batch processor that exports only when flushed (as if
+    /// the agent were too slow to take anything), reporting into `stats`.
+    fn provider_that_exports_on_flush_only(stats: &Arc<ExportStats>) -> SdkTracerProvider {
+        let exporter = ReportingExporter::new(AcceptingAgent, stats.clone(), "test");
+        let batches = BatchSpanProcessor::builder(exporter)
+            .with_batch_config(
+                BatchConfigBuilder::default()
+                    .with_max_queue_size(2 * QUEUE_CAPACITY)
+                    .with_max_export_batch_size(2 * QUEUE_CAPACITY)
+                    .with_scheduled_delay(Duration::from_secs(3600))
+                    .build(),
+            )
+            .build();
+        SdkTracerProvider::builder()
+            .with_span_processor(BoundedProcessor::new(
+                batches,
+                QUEUE_CAPACITY,
+                stats.clone(),
+            ))
+            .build()
+    }
+
+    #[test]
+    fn a_full_queue_holds_4096_spans_and_drops_and_counts_the_rest_until_an_export_takes_them() {
+        let stats = ExportStats::new(REPORT_INTERVAL);
+        let provider = provider_that_exports_on_flush_only(&stats);
+        let tracer = provider.tracer("test");
+        let capacity = QUEUE_CAPACITY as u64;
+        for _ in 0..capacity + 10 {
+            tracer.start("request").end();
+        }
+        let counts = stats.counts();
+        assert_eq!((counts.queued, counts.dropped), (capacity, 10));
+
+        // Once an export has taken the waiting spans, there is room again.
+        provider.force_flush().unwrap();
+        assert_eq!(stats.counts().exported, capacity);
+        tracer.start("request").end();
+        let counts = stats.counts();
+        assert_eq!((counts.queued, counts.dropped), (capacity + 1, 10));
+        provider.shutdown().unwrap();
+        assert_eq!(stats.counts().exported, capacity + 1);
+    }
 
     #[test]
     fn throttle_reports_first_then_once_per_interval_with_the_count() {

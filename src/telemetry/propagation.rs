@@ -278,6 +278,81 @@ mod tests {
         ));
     }
 
+    /// Whether a Datadog trace id (with parent id 1) continues the caller's trace.
+    fn continues_datadog_trace_id(trace_id: &str) -> bool {
+        ids(&extract(&headers(&[
+            (DATADOG_TRACE_ID, trace_id),
+            (DATADOG_PARENT_ID, "1"),
+        ])))
+        .is_some()
+    }
+
+    #[test]
+    fn datadog_ids_are_decimal_digits_only_and_at_most_20_characters() {
+        // Rust's u64 parser accepts a leading `+`; Datadog's id is digits only.
+        assert!(!continues_datadog_trace_id("+1"));
+        let parent_plus = headers(&[(DATADOG_TRACE_ID, "1"), (DATADOG_PARENT_ID, "+2")]);
+        assert!(ids(&extract(&parent_plus)).is_none());
+        // Zero-padded: a valid u64, but longer than any 64-bit decimal id.
+        assert!(!continues_datadog_trace_id("000000000000000000001"));
+        // The longest ones that are valid: 20 characters.
+        assert!(continues_datadog_trace_id("00000000000000000001"));
+        assert!(continues_datadog_trace_id(&u64::MAX.to_string()));
+    }
+
+    /// The origin kept from `x-datadog-origin`, on a valid Datadog context.
+    fn kept_origin(origin: &str) -> Option<String> {
+        extract(&headers(&[
+            (DATADOG_TRACE_ID, "1"),
+            (DATADOG_PARENT_ID, "2"),
+            (DATADOG_ORIGIN, origin),
+        ]))
+        .origin
+    }
+
+    #[test]
+    fn origins_with_dashes_underscores_and_dots_are_kept() {
+        // Datadog's browser tests send `synthetics-browser`.
+        for origin in [
+            "synthetics-browser",
+            "ci_app",
+            "rum.v2",
+            "a",
+            &"o".repeat(64),
+        ] {
+            assert_eq!(kept_origin(origin).as_deref(), Some(origin), "{origin:?}");
+        }
+    }
+
+    #[test]
+    fn empty_overlong_or_odd_origins_are_dropped() {
+        for origin in ["", &"o".repeat(65), "syn/thetics", "synthetics!", "rum:1"] {
+            assert_eq!(kept_origin(origin), None, "{origin:?}");
+        }
+    }
+
+    /// A `traceparent` of a future version (W3C: parse the first four fields, ignore the rest),
+    /// padded with a fifth field to `len` bytes.
+    fn future_traceparent(len: usize) -> String {
+        let mut value = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-".to_owned();
+        let padding = len - value.len();
+        value.push_str(&"f".repeat(padding));
+        value
+    }
+
+    #[test]
+    fn header_values_up_to_512_bytes_are_read_longer_ones_ignored() {
+        let read = |len: usize| {
+            let value = future_traceparent(len);
+            assert_eq!(value.len(), len);
+            ids(&extract(&headers(&[(TRACEPARENT, &value)]))).is_some()
+        };
+        assert!(read(100), "a short future-version traceparent is valid");
+        assert!(read(MAX_HEADER_LEN), "exactly 512 bytes");
+        assert!(!read(MAX_HEADER_LEN + 1));
+        assert!(!read(600));
+    }
+
     #[test]
     fn bad_origin_is_dropped() {
         let got = extract(&headers(&[
