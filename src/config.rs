@@ -77,6 +77,18 @@ pub struct Config {
     /// Log filter, in tracing's EnvFilter syntax.
     #[arg(long, env = "RUST_LOG", value_name = "RUST_LOG", default_value = "info", value_parser = log_filter)]
     pub rust_log: String,
+
+    /// What to run: the service (no subcommand) or its own health check.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands of the binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Ask the service running with this configuration for `/health`: exit 0 on a 200, 1 otherwise
+    /// (the container's health check, so that the image needs no curl).
+    Healthcheck,
 }
 
 /// How log lines are written to stdout.

@@ -6,6 +6,7 @@
 //! `main.rs` and the tests share [`Application`], so tests run the real service on port 0.
 
 pub mod config;
+pub mod healthcheck;
 pub mod routes;
 pub mod telemetry;
 

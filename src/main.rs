@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use apm_demo::Application;
-use apm_demo::config::{Config, ConfigError, FLUSH_TIMEOUT, SHUTDOWN_GRACE};
+use apm_demo::config::{Command, Config, ConfigError, FLUSH_TIMEOUT, SHUTDOWN_GRACE};
+use apm_demo::healthcheck;
 use apm_demo::telemetry::Telemetry;
 
 fn main() -> ExitCode {
@@ -19,6 +20,15 @@ fn main() -> ExitCode {
             return ExitCode::from(error.exit_code() as u8);
         }
     };
+    if config.command == Some(Command::Healthcheck) {
+        return match healthcheck::check(&config, healthcheck::TIMEOUT) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(reason) => {
+                eprintln!("apm-demo healthcheck: {reason}");
+                ExitCode::from(1)
+            }
+        };
+    }
     // Logs leave through a background writer, so that a slow stdout never stalls a request.
     let (writer, _flush_logs_on_exit) =
         tracing_appender::non_blocking::NonBlockingBuilder::default()

@@ -66,3 +66,49 @@ fn help_lists_every_variable_and_exits_0() {
         );
     }
 }
+
+/// The image's health check: exit 0 when the service answers /health with a 200, 1 otherwise.
+#[test]
+fn healthcheck_subcommand_exits_0_on_a_200_and_1_otherwise() {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    // A server answering one connection with the given status line.
+    let serve = |status: &'static str| {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = [0u8; 1024];
+            let n = stream.read(&mut request).unwrap();
+            let request = String::from_utf8_lossy(&request[..n]).to_string();
+            write!(stream, "{status}\r\ncontent-length: 0\r\n\r\n").unwrap();
+            request
+        });
+        (port.to_string(), server)
+    };
+
+    let (port, server) = serve("HTTP/1.1 200 OK");
+    let output = run(&[("PORT", &port), ("HOST", "0.0.0.0")], &["healthcheck"]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(
+        server
+            .join()
+            .unwrap()
+            .starts_with("GET /health HTTP/1.1\r\n")
+    );
+
+    let (port, server) = serve("HTTP/1.1 503 Service Unavailable");
+    let output = run(&[("PORT", &port)], &["healthcheck"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("503"));
+    server.join().unwrap();
+
+    // Nothing listening: a clear message, exit 1.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port().to_string();
+    drop(closed);
+    let output = run(&[("PORT", &port)], &["healthcheck"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot connect"));
+}
