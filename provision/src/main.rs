@@ -4,6 +4,8 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
 use provision::api::{Api, Credentials};
 use provision::apply::{self, WebApp};
 use provision::resources::{self, Settings};
@@ -31,8 +33,14 @@ struct Cli {
     )]
     notify: String,
     /// Time zone of the downtimes (IANA name, e.g. Europe/Paris).
-    #[arg(long, global = true, env = "PROVISION_TIMEZONE", default_value = "UTC")]
-    timezone: String,
+    #[arg(
+        long,
+        global = true,
+        env = "PROVISION_TIMEZONE",
+        default_value = "UTC",
+        value_parser = resources::time_zone
+    )]
+    timezone: TimeZone,
     /// The service's environment, as in DD_ENV.
     #[arg(long, global = true, env = "DD_ENV", default_value = "demo")]
     env: String,
@@ -61,14 +69,17 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before parsing: flags and keys fall back on the environment, which falls back on .env.
+    if let Err(error) = load_dotenv() {
+        eprintln!("provision: .env: {error}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
-    let today = time::OffsetDateTime::now_utc().date();
     let settings = Settings {
         host: cli.host.clone(),
         notify: cli.notify.clone(),
-        timezone: cli.timezone.clone(),
         env: cli.env.clone(),
-        today,
+        now: Timestamp::now().to_zoned(cli.timezone.clone()),
     };
     match run(&cli, &settings) {
         Ok(()) => ExitCode::SUCCESS,
@@ -77,6 +88,26 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Loads `./.env` when there is one, as docker compose reads it (.env.example is the template of
+/// both): a variable the environment already has wins, and an empty value (`DD_SITE=` in the
+/// template) counts as unset, as compose's `${DD_SITE:-datadoghq.com}` reads it.
+fn load_dotenv() -> Result<(), dotenvy::Error> {
+    let entries = match dotenvy::from_path_iter(".env") {
+        Ok(entries) => entries,
+        Err(dotenvy::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let (name, value) = entry?;
+        if !value.is_empty() && std::env::var_os(&name).is_none() {
+            // SAFETY: called first thing in main, before any thread exists that could read the
+            // environment concurrently.
+            unsafe { std::env::set_var(name, value) };
+        }
+    }
+    Ok(())
 }
 
 fn run(cli: &Cli, settings: &Settings) -> anyhow::Result<()> {

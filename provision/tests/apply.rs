@@ -296,9 +296,9 @@ fn settings() -> Settings {
     Settings {
         host: "test-host".into(),
         notify: "me@example.com".into(),
-        timezone: "Europe/Paris".into(),
         env: "demo".into(),
-        today: time::OffsetDateTime::now_utc().date(),
+        now: jiff::Timestamp::now()
+            .to_zoned(provision::resources::time_zone("Europe/Paris").unwrap()),
     }
 }
 
@@ -579,6 +579,8 @@ fn a_missing_key_is_an_error_before_any_request() {
     let store = Shared::default();
     let base = fake_datadog(store.clone());
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_provision"))
+        // A directory without .env (provision reads ./.env).
+        .current_dir(env!("CARGO_TARGET_TMPDIR"))
         .env_clear()
         .env("DD_API_URL", &base)
         .env("DD_APP_KEY", "set")
