@@ -1,6 +1,6 @@
 #!/bin/sh
 # Creates the `datadog` database user of the Agent's MySQL integration, with the least privileges
-# its metrics need. Works unchanged on MySQL 8 and MariaDB 10.5+.
+# the metrics that conf.d/mysql.d/conf.yaml enables need. Works unchanged on MySQL 8 and MariaDB 10.5+.
 #
 # - In docker compose this directory is the MySQL image's /docker-entrypoint-initdb.d: the image's
 #   entrypoint runs this file once, at the database's first start, and its docker_process_sql
@@ -30,16 +30,14 @@ CREATE USER IF NOT EXISTS 'datadog'@'%' IDENTIFIED BY '${datadog_password}';
 -- A resource limit goes in ALTER USER: MySQL 8 refuses it inside GRANT (the seed's
 -- 'WITH MAX_USER_CONNECTIONS;' also lacked the number).
 ALTER USER 'datadog'@'%' WITH MAX_USER_CONNECTIONS 5;
--- Replication state (SHOW REPLICA/BINARY LOGS/MASTER STATUS) and every thread's state
--- (SHOW ENGINE INNODB STATUS, information_schema.PROCESSLIST).
+-- The binary logs (SHOW BINARY LOGS, SHOW MASTER STATUS) and every thread's state (SHOW ENGINE INNODB STATUS,
+-- information_schema.PROCESSLIST).
 GRANT REPLICATION CLIENT ON *.* TO 'datadog'@'%';
 GRANT PROCESS ON *.* TO 'datadog'@'%';
 -- Query and table I/O metrics.
 GRANT SELECT ON performance_schema.* TO 'datadog'@'%';
 SQL
-
-# MariaDB split SHOW REPLICA STATUS out of REPLICATION CLIENT (which it calls BINLOG MONITOR) into
-# SLAVE MONITOR, which MySQL does not know.
-if run_sql -N -e "SELECT VERSION()" | grep -qi mariadb; then
-    echo "GRANT SLAVE MONITOR ON *.* TO 'datadog'@'%';" | run_sql
-fi
+# No SLAVE MONITOR (MariaDB's privilege for SHOW REPLICA STATUS): with `replication: false` the check
+# never runs that statement (DataDog/integrations-core, mysql/datadog_checks/mysql/mysql.py:
+# _get_replica_replication_status returns at once when replication is not enabled). Turning
+# replication on needs `GRANT SLAVE MONITOR ON *.* TO 'datadog'@'%';` on MariaDB as well.

@@ -9,14 +9,13 @@ import pytest
 from conftest import load_yaml, run_setup_script
 
 # What the MySQL check (Agent 7) reads for the options in conf.d/mysql.d/conf.yaml.
-STATEMENTS = {
+ALWAYS = {
     "global status": "SHOW GLOBAL STATUS",
     "global variables": "SHOW GLOBAL VARIABLES",
     "pid file": "SHOW VARIABLES LIKE 'pid_file'",
     "innodb engine status": "SHOW ENGINE INNODB STATUS",
     "binary logs": "SHOW BINARY LOGS",
     "master status": "SHOW MASTER STATUS",
-    "replica status": "SHOW REPLICA STATUS",
     "statement digests": "SELECT schema_name, digest_text, count_star, sum_timer_wait "
                          "FROM performance_schema.events_statements_summary_by_digest LIMIT 10",
     "threads": "SELECT thread_id, name, processlist_state FROM performance_schema.threads LIMIT 10",
@@ -29,6 +28,24 @@ STATEMENTS = {
     # MySQL 8 has a STATUS column here, MariaDB an ENABLED one: the privilege is the same.
     "innodb metrics": "SELECT name, count FROM information_schema.INNODB_METRICS",
 }
+# Only with `replication: true`: DataDog/integrations-core, mysql/datadog_checks/mysql/mysql.py runs
+# it from _collect_replication_metrics, under `if self._config.replication_enabled`, and
+# _get_replica_replication_status returns before it when replication is off. On MariaDB it needs
+# SLAVE MONITOR.
+REPLICATION = {"replica status": "SHOW REPLICA STATUS"}
+
+
+def options():
+    (instance,) = load_yaml("conf.d/mysql.d/conf.yaml")["instances"]
+    return instance.get("options") or {}
+
+
+def statements(options):
+    """The statements the check issues for these options."""
+    return {**ALWAYS, **(REPLICATION if options.get("replication") else {})}
+
+
+STATEMENTS = statements(options())
 
 
 def integration_credentials(password):
@@ -86,8 +103,30 @@ def test_global_status_has_the_metrics_the_dashboards_use(datadog):
     with datadog.cursor() as cursor:
         cursor.execute("SHOW GLOBAL STATUS")
         status = dict(cursor.fetchall())
-    # mysql.performance.queries and mysql.net.connections come from these.
-    assert "Queries" in status and "Connections" in status
+    # mysql.performance.queries and mysql.performance.threads_connected come from these.
+    assert "Queries" in status and "Threads_connected" in status
+
+
+def test_replication_is_off_so_its_statement_is_not_issued():
+    assert options().get("replication") is False
+    assert "replica status" not in STATEMENTS
+    assert "replica status" in statements({"replication": True})
+
+
+def test_no_privilege_beyond_what_the_enabled_options_need(mariadb, datadog):
+    """Least privilege: the grants are exactly these, and MariaDB's SLAVE MONITOR (SHOW REPLICA
+    STATUS, which replication: false never issues) is not among them."""
+    with datadog.cursor() as cursor:
+        cursor.execute("SHOW GRANTS FOR CURRENT_USER()")
+        grants = " ".join(row[0] for row in cursor.fetchall()).upper()
+    privileges = set()
+    for what, on in re.findall(r"GRANT (.+?) ON (\S+) TO", grants):
+        privileges |= {f"{p.strip()} ON {on.replace('`', '')}" for p in what.split(",")}
+    # MariaDB names REPLICATION CLIENT "BINLOG MONITOR".
+    assert privileges == {"PROCESS ON *.*", "BINLOG MONITOR ON *.*", "SELECT ON PERFORMANCE_SCHEMA.*"}, privileges
+    with datadog.cursor() as cursor, pytest.raises(pymysql.err.MySQLError) as refused:
+        cursor.execute("SHOW REPLICA STATUS")
+    assert refused.value.args[0] == 1227, refused.value  # access denied: SLAVE MONITOR needed
 
 
 @pytest.mark.parametrize("statement", [
