@@ -2,10 +2,12 @@
 
 The Python `datadog-api-client` deserialises each body with type checks: a wrong type or a missing
 required field raises. An unknown enum value or widget shape does not raise but marks the model
-`_unparsed`, so the result is walked for that too.
+`_unparsed`, so the result is walked for that too, and for fields the models mark deprecated
+(e.g. a template variable's `default`, replaced by `defaults`: v1/model/dashboard_template_variable.py).
 """
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -23,21 +25,33 @@ PROVISION = ROOT / "target" / "release" / "provision"
 @pytest.fixture(scope="module")
 def plan():
     result = subprocess.run([str(PROVISION), "plan", "--host", "demo-host", "--notify", "me@example.com", "--json"],
-                            capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"})
+                            capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"},
+                            cwd=Path(__file__).parent)
     return json.loads(result.stdout)
 
 
+def deprecated(model):
+    """The fields a model's documentation marks deprecated: ":param x: (deprecated) ... **Deprecated**."."""
+    params = re.split(r"^\s*:param ", type(model).__init__.__doc__ or "", flags=re.M)[1:]
+    return {p.split(":", 1)[0] for p in params
+            if p.split(":", 1)[1].lstrip().startswith("(deprecated)") or "**Deprecated**" in p}
+
+
 def unparsed(value, path="body"):
-    """Paths of every model in `value` the client could not parse, and of every key it does not know
-    (the client keeps unknown keys silently; the API would ignore or reject them)."""
+    """Paths of every model in `value` the client could not parse, of every key it does not know
+    (the client keeps unknown keys silently; the API would ignore or reject them), and of every
+    field it marks deprecated."""
     found = []
     if isinstance(value, OpenApiModel):
         if getattr(value, "_unparsed", False):
             found.append(path)
         known = set(getattr(value, "openapi_types", {}) or {})
+        old = deprecated(value)
         for key, item in value._data_store.items():
             if known and key not in known:
                 found.append(f"{path}.{key} (unknown key)")
+            if key in old:
+                found.append(f"{path}.{key} (deprecated)")
             found += unparsed(item, f"{path}.{key}")
     elif isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
@@ -51,7 +65,8 @@ def unparsed(value, path="body"):
 def validate(body, model):
     result = validate_and_convert_types(body, (model,), ["body"], True, True, Configuration())
     assert isinstance(result, model)
-    assert unparsed(result) == [], "parts the official model does not know"
+    found = unparsed(result)
+    assert found == [], f"parts the official model does not know or deprecates: {found}"
     return result
 
 
@@ -91,3 +106,8 @@ def test_the_checks_catch_what_the_api_would_reject(plan):
     misspelt["default_time_frame"] = misspelt.pop("default_timeframe")
     with pytest.raises(AssertionError, match="does not know"):
         validate(misspelt, Dashboard)
+    old_default = json.loads(json.dumps(plan["dashboards"][1]))
+    old_default["template_variables"] = [{"name": "host", "prefix": "host", "default": "demo-host"}]
+    with pytest.raises(AssertionError, match="does not know") as caught:
+        validate(old_default, Dashboard)
+    assert "template_variables[0].default (deprecated)" in str(caught.value)
