@@ -16,7 +16,8 @@ use provision::resources::{self, Settings};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// The Agent's host name: every query and the downtimes are scoped to it.
+    /// The Agent's host name (DD_HOSTNAME): my_metric's and the host's metrics, and the downtimes,
+    /// are scoped to it (MySQL's by its instance tag).
     #[arg(
         long,
         global = true,

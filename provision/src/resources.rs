@@ -18,13 +18,13 @@ pub const SERVICE: &str = "apm-demo";
 /// instance, and the MySQL check puts the instance's `tags` on every metric. Not `host:`: with
 /// `host: "%%host%%"` (another container) the check reports under `resolve_db_host(host)`, the
 /// database's address, not the Agent's host name (DataDog/integrations-core,
-/// mysql/datadog_checks/mysql/mysql.py `resolved_hostname`; provision/tests/test_sources.py).
+/// mysql/datadog_checks/mysql/mysql.py `resolved_hostname`; provision/tests/test_query_sources.py).
 pub const MYSQL_SCOPE: &str = "db:mysql";
 
 /// The values the objects are built from.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The host the metrics are scoped to (the Agent's hostname).
+    /// The Agent's host name: my_metric's and the host's metrics, and the downtimes, are scoped to it.
     pub host: String,
     /// Who is notified: an email address or an @handle (`@slack-ops`).
     pub notify: String,
@@ -41,7 +41,8 @@ impl Settings {
         format!("@{}", self.notify.trim_start_matches('@'))
     }
 
-    /// The downtimes' time zone by its IANA name, as Datadog expects it.
+    /// The downtimes' time zone by its IANA name, as Datadog expects it ([`time_zone`] makes only
+    /// named zones; UTC stands in for any other).
     pub fn timezone(&self) -> &str {
         self.now.time_zone().iana_name().unwrap_or("UTC")
     }
@@ -53,7 +54,7 @@ pub fn time_zone(name: &str) -> Result<TimeZone, String> {
     let zone = TimeZone::get(name).map_err(|_| {
         format!("{name:?} is not an IANA time zone name (e.g. Europe/Paris, America/New_York, UTC)")
     })?;
-    // Only names have a place in Datadog's `timezone`; the database gives the canonical spelling.
+    // Datadog takes names, in the spelling the database gives (`europe/paris` is `Europe/Paris`).
     match zone.iana_name() {
         Some(_) => Ok(zone),
         None => Err(format!("{name:?} is not an IANA time zone name")),
@@ -452,7 +453,7 @@ impl PlannedDowntime {
             .map(|n| today.saturating_add(n.days()))
             .filter(|day| self.weekdays.contains(&day.weekday()))
             .map(|day| day.at(self.start_hour, 0, 0, 0))
-            // A start in a DST gap resolves as Datadog would read it, to the later side.
+            // A start in a DST gap counts from after the gap, as RFC 5545 reads a nonexistent time.
             .find(|start| {
                 now.time_zone()
                     .to_ambiguous_zoned(*start)
