@@ -72,6 +72,7 @@ fn a_known_time_zone_is_sent_by_its_canonical_name() {
 /// .env.example) is no value.
 #[test]
 fn settings_come_from_dotenv_unless_the_environment_sets_them() {
+    // pragma: allowlist nextline secret
     let dotenv = "PROVISION_HOST=host-from-dotenv\nPROVISION_TIMEZONE=Europe/Paris\nDD_ENV=\n";
     let dir = directory("dotenv-settings", Some(dotenv));
 
