@@ -5,21 +5,46 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: run local release test lint test-rust conformance test-python mariadb chromium venv bench bench-loadgen bench-tracing bench-instructions bench-dd-trace-rs bench-seed bench-memory bench-export bench-tools
+.PHONY: run local release install bin-dir venv-note test lint test-rust conformance test-python test-compose mariadb chromium venv bench bench-loadgen bench-tracing bench-instructions bench-dd-trace-rs bench-seed bench-memory bench-export bench-tools
+
+# The release binaries are built one way for every command that runs them (release, run, local,
+# install, bin-dir; the test and bench targets through `release`): one cargo invocation, so that
+# cargo's fingerprints match and one build serves them all. BIN_DIR is where that build puts them:
+# cargo's target directory (CARGO_TARGET_DIR and build.target-dir honoured), then release/.
+BUILD_RELEASE = $(CARGO) build --release --workspace --bin apm-demo --bin loadgen --bin provision
+BIN_DIR = $(shell CARGO="$(CARGO)" local/bin-dir.sh)
+INSTALL_DIR ?= $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
 
 ## run: the service on :5050 (Ctrl-C stops it; spans go to DD_AGENT_HOST:DD_TRACE_AGENT_PORT)
-run:
-	$(CARGO) run --release --bin apm-demo
+run: release
+	exec "$(BIN_DIR)/apm-demo"
 
-## local: the demo with no Docker and no Datadog account (DURATION=30s, RATE=50, PORT=5050)
-local: venv mariadb release
-	local/run.sh
+## local: the demo with no Docker and no Datadog account (DURATION=30s, RATE=50, PORT=5050, KEEP=1
+## leaves the test agent up; the logs and traces stay in local/last-run/)
+local: venv-note venv mariadb release
+	BIN_DIR="$(BIN_DIR)" local/run.sh
 
 release:
-	$(CARGO) build --release --workspace --bin apm-demo --bin loadgen --bin provision
+	$(BUILD_RELEASE)
+
+## install: apm-demo, loadgen and provision onto your PATH: copied to INSTALL_DIR (default
+## ~/.cargo/bin, which rustup puts on PATH)
+install: release
+	install -d "$(INSTALL_DIR)"
+	install -m 0755 "$(BIN_DIR)/apm-demo" "$(BIN_DIR)/loadgen" "$(BIN_DIR)/provision" "$(INSTALL_DIR)/"
+	@echo "installed apm-demo, loadgen and provision into $(INSTALL_DIR)"
+
+## bin-dir: the release binaries' directory, built first if needed (bin=$$(make -s bin-dir))
+bin-dir: release
+	@echo "$(BIN_DIR)"
+
+# Says what the silent first `make venv` (pip, about 30 s) is doing, before it starts.
+venv-note:
+	@test $(VENV)/.installed -nt requirements.txt || \
+		echo "installing Datadog's test agent and the other Python tools into $(VENV) (pip, about 30 s, once)"
 
 ## test: lint, the Rust tests, the conformance suite against Datadog's test agent, the Python suites
-test: lint test-rust conformance test-python
+test: lint test-rust conformance test-python test-compose
 
 lint:
 	$(CARGO) fmt --all --check
@@ -40,6 +65,12 @@ conformance: venv
 ## provision's bodies against Datadog's models
 test-python: venv mariadb chromium release
 	$(VENV)/bin/pytest -q agent-config/tests tests/compose tests/repo tests/browser local provision/tests
+
+## test-compose: `docker compose up` for real: Debian's Docker engine (installed and started if
+## needed), the stand-in base images, both images built as compose builds them, the local profile up
+## and checked, then `down -v` (tests/containers)
+test-compose: venv
+	$(VENV)/bin/pytest -q -s tests/containers
 
 ## chromium: Debian's Chromium, installed if missing (the browser test opens the service's pages)
 chromium:
