@@ -21,8 +21,8 @@ use url::Url;
     args_override_self = true
 )]
 pub struct Config {
-    /// Address to listen on.
-    #[arg(long, env = "HOST", value_name = "HOST", default_value = "0.0.0.0")]
+    /// IP address to listen on (0.0.0.0: every IPv4 interface; 127.0.0.1: this machine only).
+    #[arg(long, env = "HOST", value_name = "HOST", default_value = "0.0.0.0", value_parser = listen_address)]
     pub host: IpAddr,
 
     /// Port to listen on (0 picks a free one).
@@ -161,7 +161,11 @@ impl ConfigError {
                     });
                 let detail = error.render().to_string();
                 let detail = detail.trim().trim_start_matches("error: ");
-                let detail = detail.lines().next().unwrap_or(detail);
+                let mut detail = detail.lines().next().unwrap_or(detail).to_owned();
+                // clap puts the allowed values on a line of their own, which the first line leaves out.
+                if let Some(ContextValue::Strings(values)) = error.get(ContextKind::ValidValue) {
+                    detail.push_str(&format!(" (allowed: {})", values.join(", ")));
+                }
                 Self::Invalid(match variable {
                     Some(variable) => format!("invalid configuration: {variable}: {detail}"),
                     None => format!("invalid configuration: {detail}"),
@@ -224,6 +228,18 @@ fn agent_host(value: &str) -> Result<String, String> {
         Ok(url) if url.path() == "/" && url.host_str().is_some() => Ok(host),
         _ => Err(format!("{host:?} is not a host name or IP address")),
     }
+}
+
+/// HOST is an IP address, not a name: the service binds one address, and a name can stand for
+/// several (`localhost` is 127.0.0.1 and ::1), so which one it listened on would depend on the
+/// resolver, and the service could be unreachable at the other.
+fn listen_address(value: &str) -> Result<IpAddr, String> {
+    value.trim().parse().map_err(|_| {
+        format!(
+            "{value:?} is not an IP address; the service listens on an address, e.g. 127.0.0.1 \
+             (this machine only), 0.0.0.0 (every IPv4 interface) or :: (every interface)"
+        )
+    })
 }
 
 fn sample_rate(value: &str) -> Result<f64, String> {
@@ -353,6 +369,31 @@ mod tests {
         assert!(refusal(&["--dd-trace-enabled", "maybe"]).contains("DD_TRACE_ENABLED"));
         assert!(refusal(&["--rust-log", "info,[[["]).contains("RUST_LOG"));
         assert!(refusal(&["--log-format", "xml"]).contains("LOG_FORMAT"));
+    }
+
+    #[test]
+    fn a_refused_choice_lists_the_allowed_values() {
+        let message = refusal(&["--log-format", "xml"]);
+        assert!(message.contains("'xml'"), "{message}");
+        assert!(message.ends_with("(allowed: text, json)"), "{message}");
+    }
+
+    #[test]
+    fn host_must_be_an_ip_address_and_the_refusal_says_so() {
+        let message = refusal(&["--host", "localhost"]);
+        assert!(
+            message.starts_with("invalid configuration: HOST: "),
+            "{message}"
+        );
+        assert!(
+            message.contains("\"localhost\" is not an IP address"),
+            "{message}"
+        );
+        assert!(message.contains("127.0.0.1"), "{message}");
+        for address in ["127.0.0.1", "0.0.0.0", "::1", "::"] {
+            let config = parse(&["--host", address, "--port", "1"]).unwrap();
+            assert_eq!(config.host.to_string(), address);
+        }
     }
 
     #[test]

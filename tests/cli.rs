@@ -40,6 +40,24 @@ fn invalid_values_exit_2_naming_the_variable() {
     }
 }
 
+/// A refusal says what would have been accepted: LOG_FORMAT's values, HOST's kind of value.
+#[test]
+fn refusals_say_what_is_allowed() {
+    for (variable, value, expected) in [
+        ("LOG_FORMAT", "xml", "(allowed: text, json)"),
+        ("HOST", "localhost", "\"localhost\" is not an IP address"),
+    ] {
+        let output = run(&[(variable, value)], &[]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{variable}={value}: {stderr}"
+        );
+        assert!(stderr.contains(expected), "{variable}={value}: {stderr}");
+    }
+}
+
 #[test]
 fn help_lists_every_variable_and_exits_0() {
     let output = run(&[], &["--help"]);
