@@ -14,7 +14,20 @@ import subprocess
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RELEASE = os.path.join(ROOT, "target", "release")
+
+
+def target_dir():
+    """Cargo's target directory, where `make release` builds (CARGO_TARGET_DIR and build.target-dir
+    honoured); ROOT/target if cargo cannot say."""
+    try:
+        out = subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-deps"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout
+        return json.loads(out)["target_directory"]
+    except (OSError, subprocess.CalledProcessError, ValueError, KeyError):
+        return os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+
+
+RELEASE = os.path.join(target_dir(), "release")
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 SERVICE_CPU, LOAD_CPU = "0", "1"
 
