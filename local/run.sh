@@ -4,15 +4,22 @@
 # MariaDB with the Agent's setup SQL, Datadog's test agent standing in for the Datadog Agent, the
 # release service, and the load generator for DURATION (default 30s); then what a Datadog APM service
 # page would show, per resource, from the spans the test agent received. Everything it starts is
-# stopped on exit, Ctrl-C included. PORT=0 serves on a free port (the default is the Flask app's 5050).
+# stopped on exit, Ctrl-C included; KEEP=1 leaves the test agent up until Ctrl-C. What the run leaves
+# behind goes to OUT (default local/last-run): the logs, loadgen's summary, the traces (traces.json)
+# and a page drawing each trace as a waterfall of its spans (traces.html). PORT=0 serves on a free
+# port (the default is the Flask app's 5050). The binaries come from BIN_DIR (default: cargo's target
+# directory, CARGO_TARGET_DIR honoured, /release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-30s}
 RATE=${RATE:-50}
 PORT=${PORT:-5050}
+OUT=${OUT:-local/last-run}
+KEEP=${KEEP:-}
+BIN_DIR=${BIN_DIR:-$(local/bin-dir.sh)}
 SERVICE=apm-demo
-RELEASE=target/release
+TEST_AGENT=.venv/bin/ddapm-test-agent
 work=$(mktemp -d -t apm-demo-local-XXXXXX)
 pids=()
 
@@ -24,26 +31,83 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "interrupted: stopping everything"; exit 130' INT TERM
 
+fail() { # fail MESSAGE [LOG]: the cause, then the end of the log that has the details
+    echo "local: $1" >&2
+    if [[ -n ${2:-} && -s $2 ]]; then
+        echo "local: the last lines of $2:" >&2
+        tail -n 15 "$2" | sed 's/^/    /' >&2
+    fi
+    exit 1
+}
+
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-wait_for() { # wait_for SECONDS WHAT COMMAND...
-    local seconds=$1 what=$2; shift 2
-    for _ in $(seq $((seconds * 10))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-    echo "local: $what did not come up within ${seconds}s" >&2
-    return 1
+wait_for() { # wait_for SECONDS WHAT PID LOG COMMAND...: until COMMAND succeeds, or PID exits, or time is up
+    local seconds=$1 what=$2 pid=$3 log=$4 status=0
+    shift 4
+    local deadline=$((SECONDS + seconds))
+    until "$@" >/dev/null 2>&1; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            wait "$pid" || status=$?
+            fail "$what exited (status $status) before it was ready" "$log"
+        fi
+        ((SECONDS < deadline)) || fail "$what was not ready within ${seconds}s" "$log"
+        sleep 0.1
+    done
 }
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "MariaDB with the Datadog Agent's setup SQL (agent-config/mysql/datadog-user.sh)"
+# What the run needs, named before anything starts.
+for binary in "$BIN_DIR/apm-demo" "$BIN_DIR/loadgen"; do
+    [[ -x $binary ]] || fail "$binary is missing: \`make release\` builds it there (\`make local\` does it first)"
+done
+[[ -x $TEST_AGENT ]] || fail "$TEST_AGENT is missing: \`make venv\` installs it (\`make local\` does it first)"
+command -v mariadbd >/dev/null || [[ -x /usr/sbin/mariadbd ]] || fail "mariadbd is missing: \`make mariadb\` installs it"
+PATH=$PATH:/usr/sbin
+mkdir -p "$OUT"
+rm -f "$OUT"/{mariadb.log,test-agent.log,app.log,loadgen.json,traces.json,traces.html,summary.json}
+
+# MariaDB and the test agent start side by side; MariaDB's first start takes a few seconds, and only
+# its own step (after the load) waits for it.
 mysql_port=$(free_port)
 mysql_socket=$work/mysqld.sock
-mariadb-install-db --datadir="$work/mysql" --user=root --auth-root-authentication-method=socket \
-    --skip-test-db >"$work/mariadb-install.log" 2>&1
-mariadbd --no-defaults --datadir="$work/mysql" --user=root --socket="$mysql_socket" --port="$mysql_port" \
-    --bind-address=127.0.0.1 --performance-schema=ON --pid-file="$work/mysqld.pid" >"$work/mariadbd.log" 2>&1 &
-pids+=($!)
-wait_for 60 MariaDB mariadb --no-defaults --socket="$mysql_socket" -uroot -e 'SELECT 1'
+(
+    mariadb-install-db --datadir="$work/mysql" --user=root --auth-root-authentication-method=socket \
+        --skip-test-db
+    exec mariadbd --no-defaults --datadir="$work/mysql" --user=root --socket="$mysql_socket" \
+        --port="$mysql_port" --bind-address=127.0.0.1 --performance-schema=ON --pid-file="$work/mysqld.pid"
+) >"$OUT/mariadb.log" 2>&1 &
+mysql_pid=$!
+pids+=("$mysql_pid")
+agent_port=$(free_port)
+ENABLED_CHECKS=trace_count_header,meta_tracer_version_header,trace_content_length \
+DD_POOL_TRACE_CHECK_FAILURES=true \
+    "$TEST_AGENT" --port "$agent_port" --otlp-http-port "$(free_port)" \
+    --otlp-grpc-port "$(free_port)" >"$OUT/test-agent.log" 2>&1 &
+agent_pid=$!
+pids+=("$agent_pid")
+
+step "Datadog's test agent (ddapm-test-agent) in place of the Datadog Agent"
+wait_for 60 "the test agent" "$agent_pid" "$OUT/test-agent.log" curl -fsS "http://127.0.0.1:$agent_port/test/traces"
+echo "listening on http://127.0.0.1:$agent_port"
+
+step "the service ($BIN_DIR/apm-demo), traces to the test agent"
+HOST=127.0.0.1 PORT=$PORT DD_SERVICE=$SERVICE DD_ENV=local DD_TRACE_AGENT_URL="http://127.0.0.1:$agent_port" \
+    LOG_FORMAT=json "$BIN_DIR/apm-demo" >"$OUT/app.log" 2>&1 &
+app=$!
+pids+=("$app")
+wait_for 20 "the service (HOST=127.0.0.1 PORT=$PORT)" "$app" "$OUT/app.log" grep -q '"address"' "$OUT/app.log"
+address=$(python3 -c 'import json, sys; print(next(json.loads(l)["address"] for l in open(sys.argv[1]) if "\"address\"" in l))' "$OUT/app.log")
+echo "serving on http://$address (open it in a browser while the load runs)"
+
+step "load: $RATE requests/s for $DURATION, each starting a Datadog trace"
+echo "(latency here is client-side: loadgen's time from sending a request to reading its answer)"
+"$BIN_DIR/loadgen" "http://$address" --rate "$RATE" --duration "$DURATION" --connections 8 \
+    --trace-headers datadog --json >"$OUT/loadgen.json" || fail "loadgen failed (status $?): its message is above"
+
+step "MariaDB (started with the test agent) and the Datadog Agent's setup SQL (agent-config/mysql/datadog-user.sh)"
+wait_for 60 MariaDB "$mysql_pid" "$OUT/mariadb.log" mariadb --no-defaults --socket="$mysql_socket" -uroot -e 'SELECT 1'
 MYSQL_DATADOG_PASSWORD=$(python3 -c 'import secrets; print(secrets.token_urlsafe(16))')
 export MYSQL_DATADOG_PASSWORD
 MYSQL="mariadb --no-defaults --socket=$mysql_socket -uroot" sh agent-config/mysql/datadog-user.sh
@@ -51,34 +115,19 @@ queries=$(mariadb --no-defaults -h127.0.0.1 -P"$mysql_port" -udatadog -p"$MYSQL_
     -e "SHOW GLOBAL STATUS LIKE 'Queries'" | cut -f2)
 echo "the datadog user reads the server's status (mysql.performance.queries source): Queries=$queries"
 
-step "Datadog's test agent (ddapm-test-agent) in place of the Datadog Agent"
-agent_port=$(free_port)
-ENABLED_CHECKS=trace_count_header,meta_tracer_version_header,trace_content_length \
-DD_POOL_TRACE_CHECK_FAILURES=true \
-    .venv/bin/ddapm-test-agent --port "$agent_port" --otlp-http-port "$(free_port)" \
-    --otlp-grpc-port "$(free_port)" >"$work/test-agent.log" 2>&1 &
-pids+=($!)
-wait_for 60 "the test agent" curl -fsS "http://127.0.0.1:$agent_port/test/traces"
-echo "listening on http://127.0.0.1:$agent_port"
-
-step "the service ($RELEASE/apm-demo), traces to the test agent"
-HOST=127.0.0.1 PORT=$PORT DD_SERVICE=$SERVICE DD_ENV=local DD_TRACE_AGENT_URL="http://127.0.0.1:$agent_port" \
-    LOG_FORMAT=json "$RELEASE/apm-demo" >"$work/app.log" 2>&1 &
-app=$!
-pids+=("$app")
-wait_for 20 "the service" grep -q '"address"' "$work/app.log"
-address=$(python3 -c 'import json, sys; print(next(json.loads(l)["address"] for l in open(sys.argv[1]) if "\"address\"" in l))' "$work/app.log")
-echo "serving on http://$address (open it in a browser while the load runs)"
-
-step "load: $RATE requests/s for $DURATION, each starting a Datadog trace"
-"$RELEASE/loadgen" "http://$address" --rate "$RATE" --duration "$DURATION" --connections 8 \
-    --trace-headers datadog --json >"$work/loadgen.json"
-
 step "stopping the service (SIGTERM flushes its spans)"
 kill -TERM "$app"
 wait "$app" || true
-grep '"stopped"' "$work/app.log" || true
+grep '"stopped"' "$OUT/app.log" || true
 
 step "what Datadog's APM service page would show for $SERVICE"
 python3 local/summary.py --agent "http://127.0.0.1:$agent_port" --service "$SERVICE" \
-    --loadgen "$work/loadgen.json" ${SUMMARY_JSON:+--json-out "$SUMMARY_JSON"}
+    --loadgen "$OUT/loadgen.json" --out-dir "$OUT" --json-out "${SUMMARY_JSON:-$OUT/summary.json}"
+echo "logs, loadgen's summary and the traces are kept in $OUT/"
+
+if [[ -n $KEEP ]]; then
+    step "KEEP=$KEEP: the test agent stays up until Ctrl-C"
+    echo "its traces: curl -s http://127.0.0.1:$agent_port/test/traces | python3 -m json.tool"
+    echo "(spans sent to it now are kept too: DD_TRACE_AGENT_URL=http://127.0.0.1:$agent_port)"
+    wait "$agent_pid" || true
+fi

@@ -1,15 +1,29 @@
 """Per-resource summary of what a trace agent received, as Datadog's APM service page shows it.
 
 Reads the spans Datadog's test agent received (`/test/traces`) and, per resource of the service:
-hits, errors (spans flagged as errors: 5xx), client errors (4xx, not errors), p50 and p99 duration.
-With --loadgen, compares with what the load generator sent. Standard library only.
+hits, errors (spans flagged as errors: 5xx), client errors (4xx, not errors), p50 and p99 of the
+span's duration. With --loadgen, puts next to them the latency loadgen measured from the client side,
+labelled as such. With --out-dir, keeps the traces (traces.json, as the agent returned them) and a
+page that draws each trace as a waterfall of its spans with their tags (traces.html, self-contained:
+no network, no server). Standard library only.
 """
 
 import argparse
+import html
 import json
+import os
 import statistics
 import sys
 import urllib.request
+from datetime import datetime, timezone
+
+SERVER_SPAN = "http.server.request"
+# The page keeps the slowest traces of each resource and every error: enough to look into, and a
+# page that opens at once after a long run at a high rate.
+SLOWEST_PER_RESOURCE = 50
+SPAN_LABEL = "span: the service's request span, as APM shows it (inside the service)"
+CLIENT_LABEL = ("client: loadgen's send-to-answer time (adds the loopback TCP round trip, the "
+                "connection's handling and loadgen's own scheduling)")
 
 
 def percentile(values, q):
@@ -20,7 +34,7 @@ def percentile(values, q):
 def summarise(spans, service):
     resources = {}
     for span in spans:
-        if span.get("service") != service or span.get("name") != "http.server.request":
+        if span.get("service") != service or span.get("name") != SERVER_SPAN:
             continue
         row = resources.setdefault(span["resource"], {"hits": 0, "errors": 0, "client_errors": 0, "durations_ms": []})
         row["hits"] += 1
@@ -41,36 +55,209 @@ def summarise(spans, service):
     }
 
 
+def client_latency(load, resources):
+    """loadgen's per-path latency under the resource each path became: `GET <path>`, or `GET 404` for a
+    path that only got 404s."""
+    by_resource = {}
+    for path in load.get("paths", []):
+        resource = f"GET {path['path']}"
+        if resource not in resources and set(path.get("status_codes", {})) == {"404"}:
+            resource = "GET 404"
+        by_resource[resource] = path["latency_ms"]
+    return by_resource
+
+
+def table(resources, client):
+    """The printed table: both latencies in ms, each labelled by where it was measured."""
+    lines = [f"{'':<22} {'':>7} {'':>7} {'':>6}  {'span ms':^17}  {'client ms':^17}".rstrip(),
+             f"{'resource':<22} {'hits':>7} {'errors':>7} {'4xx':>6}  {'p50':>8} {'p99':>8}  {'p50':>8} {'p99':>8}"]
+    for resource, row in resources.items():
+        latency = client.get(resource)
+        client_cells = f"{latency['p50']:>8.3f} {latency['p99']:>8.3f}" if latency else f"{'-':>8} {'-':>8}"
+        lines.append(f"{resource:<22} {row['hits']:>7} {row['errors']:>7} {row['client_errors']:>6}  "
+                     f"{row['p50_ms']:>8.3f} {row['p99_ms']:>8.3f}  {client_cells}")
+    lines += ["", SPAN_LABEL, CLIENT_LABEL] if client else ["", SPAN_LABEL]
+    return lines
+
+
+# The trace page ------------------------------------------------------------------------------------
+
+def trace_id(trace):
+    return str(trace[0].get("trace_id", "")) if trace else ""
+
+
+def root_of(trace):
+    ids = {span.get("span_id") for span in trace}
+    roots = [span for span in trace if span.get("parent_id") not in ids]
+    return min(roots or trace, key=lambda span: span.get("start", 0))
+
+
+def trace_duration(trace):
+    start = min(span.get("start", 0) for span in trace)
+    return max(span.get("start", 0) + span.get("duration", 0) for span in trace) - start
+
+
+def kept_traces(traces):
+    """The slowest traces of each root resource, and every trace with an error, slowest first."""
+    by_resource = {}
+    for trace in traces:
+        if trace:
+            by_resource.setdefault(root_of(trace).get("resource", ""), []).append(trace)
+    kept = []
+    for resource_traces in by_resource.values():
+        resource_traces.sort(key=trace_duration, reverse=True)
+        kept += resource_traces[:SLOWEST_PER_RESOURCE]
+        kept += [t for t in resource_traces[SLOWEST_PER_RESOURCE:] if any(s.get("error") for s in t)]
+    return sorted(kept, key=lambda t: (root_of(t).get("resource", ""), -trace_duration(t)))
+
+
+def in_tree_order(trace):
+    """(depth, span) pairs, each span after its parent, siblings by start time."""
+    ids = {span.get("span_id") for span in trace}
+    children = {}
+    for span in trace:
+        parent = span.get("parent_id") if span.get("parent_id") in ids else None
+        children.setdefault(parent, []).append(span)
+    ordered, stack = [], [(0, span) for span in sorted(children.get(None, []), key=lambda s: s.get("start", 0),
+                                                        reverse=True)]
+    while stack:
+        depth, span = stack.pop()
+        ordered.append((depth, span))
+        stack += [(depth + 1, c) for c in sorted(children.get(span.get("span_id"), []),
+                                                  key=lambda s: s.get("start", 0), reverse=True)]
+    return ordered
+
+
+def ms(nanoseconds):
+    return f"{nanoseconds / 1e6:.3f} ms"
+
+
+def tags_table(span):
+    rows = [(key, value) for key, value in sorted(span.get("meta", {}).items())]
+    rows += [(key, value) for key, value in sorted(span.get("metrics", {}).items())]
+    rows += [("span_id", span.get("span_id")), ("parent_id", span.get("parent_id")), ("type", span.get("type", ""))]
+    cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+    return f'<table class="tags">{cells}</table>'
+
+
+def trace_html(trace):
+    tid = html.escape(trace_id(trace))
+    root = root_of(trace)
+    start = min(span.get("start", 0) for span in trace)
+    total = trace_duration(trace) or 1
+    error = any(span.get("error") for span in trace)
+    when = datetime.fromtimestamp(start / 1e9, timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+    rows = []
+    for depth, span in in_tree_order(trace):
+        left = 100 * (span.get("start", 0) - start) / total
+        width = max(100 * span.get("duration", 0) / total, 0.3)
+        classes = "span error" if span.get("error") else "span"
+        rows.append(
+            f'<details class="{classes}" data-depth="{depth}" style="--depth:{depth}">'
+            f'<summary><span class="name" title="{html.escape(span.get("resource", ""))}">'
+            f'{html.escape(span.get("service", ""))} '
+            f'{html.escape(span.get("name", ""))} <b>{html.escape(span.get("resource", ""))}</b></span>'
+            f'<span class="lane"><span class="bar" style="left:{left:.2f}%;width:{width:.2f}%"></span></span>'
+            f'<span class="duration">{ms(span.get("duration", 0))}</span></summary>'
+            f'{tags_table(span)}</details>')
+    status = html.escape(str(root.get("meta", {}).get("http.status_code", "")))
+    return (f'<details class="trace{" error" if error else ""}" id="t-{tid}" data-trace-id="{tid}">'
+            f'<summary><b>{html.escape(root.get("resource", ""))}</b> {status} '
+            f'<span class="duration">{ms(total)}</span> {len(trace)} span{"s" if len(trace) != 1 else ""}, '
+            f'{when} UTC, trace {tid}</summary><div class="waterfall">{"".join(rows)}</div></details>')
+
+
+PAGE_STYLE = """
+body { font: 14px system-ui, sans-serif; margin: 1.5em; color: #222; }
+h1 { font-size: 1.3em; } .note { color: #555; max-width: 60em; }
+details.trace { border-top: 1px solid #ddd; padding: .3em 0; }
+details.trace > summary { cursor: pointer; }
+details.trace.error > summary b { color: #b00; }
+.waterfall { margin: .4em 0 .6em 1em; }
+details.span > summary { display: grid; grid-template-columns: 28em 1fr 7em; align-items: center;
+  cursor: pointer; list-style: none; }
+.name { padding-left: calc(var(--depth) * 1.2em); overflow: hidden; white-space: nowrap; text-overflow: ellipsis; }
+.lane { position: relative; height: 1em; background: #f3f3f3; }
+.bar { position: absolute; top: 0; bottom: 0; background: #632ca6; }
+details.span.error .bar { background: #c00; }
+.duration { text-align: right; font-variant-numeric: tabular-nums; }
+table.tags { margin: .3em 0 .6em calc(var(--depth) * 1.2em + 1em); border-collapse: collapse; font-size: 12px; }
+table.tags th { text-align: left; font-weight: normal; color: #555; padding-right: 1em; }
+"""
+# Opens the trace the address names (traces.html#t-<trace id>), as the summary's links do.
+PAGE_SCRIPT = """
+function openFromHash() {
+  const trace = location.hash && document.getElementById(location.hash.slice(1));
+  if (trace) { trace.open = true; trace.scrollIntoView(); }
+}
+window.addEventListener("hashchange", openFromHash);
+openFromHash();
+"""
+
+
+def page_html(traces, service):
+    kept = kept_traces(traces)
+    body = "".join(trace_html(trace) for trace in kept)
+    spans = sum(len(t) for t in traces)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(service)}: traces</title>
+<style>{PAGE_STYLE}</style></head><body>
+<h1>{html.escape(service)}: {len(traces)} traces, {spans} spans received by the test agent</h1>
+<p class="note">Each trace as a waterfall of its spans: bars are placed in the trace's own time, a
+child span under its parent. Open a trace, then a span for its tags. Shown: {len(kept)} traces, the
+{SLOWEST_PER_RESOURCE} slowest of each resource and every trace with an error, by resource, slowest
+first. All of them, as the agent returned them: traces.json.</p>
+{body}
+<script>{PAGE_SCRIPT}</script>
+</body></html>
+"""
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agent", required=True, help="test agent base URL")
     parser.add_argument("--service", required=True)
     parser.add_argument("--loadgen", help="loadgen's --json summary")
     parser.add_argument("--json-out", help="also write the summary here, as JSON")
+    parser.add_argument("--out-dir", help="keep traces.json and traces.html here")
     args = parser.parse_args()
 
     with urllib.request.urlopen(f"{args.agent}/test/traces") as response:
-        spans = [span for trace in json.load(response) for span in trace]
+        traces = json.load(response)
+    spans = [span for trace in traces for span in trace]
     with urllib.request.urlopen(f"{args.agent}/test/trace_check/failures?return_all=true") as response:
         checks = response.read().decode().strip()
 
     resources = summarise(spans, args.service)
-    print(f"service {args.service}: {sum(r['hits'] for r in resources.values())} spans received\n")
-    print(f"{'resource':<22} {'hits':>7} {'errors':>7} {'4xx':>6} {'p50 ms':>8} {'p99 ms':>8}")
-    for resource, row in resources.items():
-        print(f"{resource:<22} {row['hits']:>7} {row['errors']:>7} {row['client_errors']:>6} "
-              f"{row['p50_ms']:>8.3f} {row['p99_ms']:>8.3f}")
-    print(f"\ntrace checks of the test agent: {checks}")
-
-    summary = {"service": args.service, "resources": resources, "trace_checks": checks}
+    load = None
     if args.loadgen:
         with open(args.loadgen) as f:
             load = json.load(f)
+    client = client_latency(load, resources) if load else {}
+    print(f"service {args.service}: {sum(r['hits'] for r in resources.values())} spans received\n")
+    print("\n".join(table(resources, client)))
+    print(f"\ntrace checks of the test agent: {checks}")
+
+    summary = {"service": args.service, "resources": resources, "trace_checks": checks}
+    if load:
         summary["loadgen"] = {"requests": load["requests"], "errors": load["errors"],
-                              "status_codes": load["status_codes"], "achieved_rate": load["achieved_rate"]}
+                              "status_codes": load["status_codes"], "achieved_rate": load["achieved_rate"],
+                              "latency_ms_by_resource": client}
         received = sum(r["hits"] for r in resources.values())
         print(f"loadgen sent {load['requests']} requests ({load['achieved_rate']:.1f}/s), "
               f"{load['errors']} failed; spans received: {received}")
+    if args.out_dir:
+        with open(os.path.join(args.out_dir, "traces.json"), "w") as f:
+            json.dump(traces, f)
+        page = os.path.join(args.out_dir, "traces.html")
+        with open(page, "w") as f:
+            f.write(page_html(traces, args.service))
+        summary["traces_html"] = os.path.abspath(page)
+        slowest = max(traces, key=trace_duration, default=None)
+        print(f"\nthe traces, each a waterfall of its spans and their tags: file://{os.path.abspath(page)}")
+        if slowest:
+            print(f"the slowest ({ms(trace_duration(slowest))}, {root_of(slowest).get('resource')}): "
+                  f"file://{os.path.abspath(page)}#t-{trace_id(slowest)}")
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(summary, f, indent=2)

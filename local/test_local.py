@@ -1,27 +1,74 @@
-"""`make local`, run for a few seconds: the summary it prints comes from real spans.
+"""`make local` and the commands around it, run for real.
 
-Run by `make test` after the release binaries are built (local/run.sh uses them as they are).
+Run by `make test` after the release binaries are built (`make test-python` depends on `release`):
+local/run.sh for 5 s, its summary against real spans and against docs/local.md's example, the trace
+page in headless Chromium, its failures, Ctrl-C; `make run`, `make install`, the "by hand" block of
+docs/local.md.
 """
 
 import json
 import os
+import re
+import shutil
+import signal
+import socket
 import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "local"))
+
+import docs_example  # noqa: E402
+import summary  # noqa: E402
+
+BIN_DIR = Path(subprocess.run([str(ROOT / "local" / "bin-dir.sh")], capture_output=True, text=True,
+                              check=True).stdout.strip())
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
 
-def test_make_local_prints_a_summary_of_real_spans(tmp_path):
-    summary_path = tmp_path / "summary.json"
-    env = dict(os.environ, DURATION="5s", RATE="40", PORT="0", SUMMARY_JSON=str(summary_path))
-    result = subprocess.run([str(ROOT / "local" / "run.sh")], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=300)
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def closed(port):
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def run_local(tmp, **env):
+    return subprocess.run([str(ROOT / "local" / "run.sh")], cwd=ROOT, env=dict(os.environ, OUT=str(tmp), **env),
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    """One 5 s run as docs/local.md's example, with the binaries found through CARGO_TARGET_DIR: a
+    target directory elsewhere whose release/ is the build's."""
+    tmp = tmp_path_factory.mktemp("local")
+    (tmp / "target").mkdir()
+    (tmp / "target" / "release").symlink_to(BIN_DIR)
+    started = time.monotonic()
+    result = run_local(tmp / "out", DURATION=docs_example.DURATION, RATE="50", PORT="0",
+                       CARGO_TARGET_DIR=str(tmp / "target"))
+    seconds = time.monotonic() - started
     assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
-    assert "what Datadog's APM service page would show" in out
+    return result.stdout, seconds, tmp / "out"
 
-    summary = json.loads(summary_path.read_text())
-    resources = summary["resources"]
+
+def test_make_local_prints_a_summary_of_real_spans(local_run):
+    out, _, out_dir = local_run
+    assert "what Datadog's APM service page would show" in out
+    assert str(out_dir / "target") not in out
+    summary_json = json.loads((out_dir / "summary.json").read_text())
+    resources = summary_json["resources"]
     for resource in ("GET /", "GET /api/apm", "GET /api/trace"):
         assert resources[resource]["hits"] > 0, resource
         assert resources[resource]["errors"] == 0, resource
@@ -30,20 +77,113 @@ def test_make_local_prints_a_summary_of_real_spans(tmp_path):
     assert not_found["hits"] > 0
     assert not_found["client_errors"] == not_found["hits"], "the 404 path is client errors"
     assert not_found["errors"] == 0, "a 404 is not an APM error"
-    assert summary["loadgen"]["errors"] == 0, "no failed request"
-    assert sum(r["hits"] for r in resources.values()) == summary["loadgen"]["requests"], "one span per request"
-    assert summary["trace_checks"] == "200: OK"
-    # Everything it started is stopped: no test agent or service left on this run's ports.
+    assert summary_json["loadgen"]["errors"] == 0, "no failed request"
+    assert sum(r["hits"] for r in resources.values()) == summary_json["loadgen"]["requests"], "one span per request"
+    assert summary_json["trace_checks"] == "200: OK"
     assert "interrupted" not in out
 
 
-def test_ctrl_c_stops_everything_it_started():
-    import re
-    import signal
-    import socket
-    import time
+def test_the_two_latencies_are_labelled(local_run):
+    out, _, out_dir = local_run
+    assert "span ms" in out and "client ms" in out
+    assert summary.SPAN_LABEL in out and summary.CLIENT_LABEL in out
+    client = json.loads((out_dir / "summary.json").read_text())["loadgen"]["latency_ms_by_resource"]
+    assert set(client) == {"GET /", "GET /api/apm", "GET /api/trace", "GET 404"}, "each path under its resource"
 
-    env = dict(os.environ, DURATION="60s", RATE="20", PORT="0")
+
+def test_the_docs_example_is_what_a_run_prints(local_run):
+    """docs/local.md's example comes from a real run (local/docs_example.py); a run that drifts from it
+    fails here: other counts, latencies off by more than 3x, the wall time off by more than 2x."""
+    out, seconds, _ = local_run
+    doc_seconds, doc_section = docs_example.documented()
+    refresh = "docs/local.md's example is stale: `.venv/bin/python local/docs_example.py` writes it from a run"
+    run_rows, doc_rows = docs_example.table(docs_example.summary_section(out)), docs_example.table(doc_section)
+    assert set(run_rows) == set(doc_rows), refresh
+    for resource, row in run_rows.items():
+        documented = doc_rows[resource]
+        assert row[:3] == documented[:3], f"{resource} hits/errors/4xx: {row[:3]} vs {documented[:3]}; {refresh}"
+        for column, name in ((3, "span p50"), (5, "client p50")):
+            ratio = row[column] / documented[column]
+            assert 1 / 3 <= ratio <= 3, f"{resource} {name}: {row[column]} vs {documented[column]} ms; {refresh}"
+    assert doc_seconds / 2 <= seconds <= doc_seconds * 2, f"{seconds:.1f} s vs {doc_seconds} s; {refresh}"
+    assert doc_section.splitlines()[0] == docs_example.SUMMARY_HEADING + " for apm-demo"
+
+
+def test_the_run_keeps_its_traces_and_logs(local_run):
+    out, _, out_dir = local_run
+    traces = json.loads((out_dir / "traces.json").read_text())
+    assert sum(len(t) for t in traces) == json.loads((out_dir / "summary.json").read_text())["loadgen"]["requests"]
+    for name in ("traces.html", "app.log", "test-agent.log", "mariadb.log", "loadgen.json"):
+        assert (out_dir / name).stat().st_size > 0, name
+    assert f"file://{out_dir / 'traces.html'}" in out, "the summary links the trace page"
+
+
+def chromium_dom(url):
+    chromium = shutil.which("chromium")
+    assert chromium, "Chromium is missing: `make chromium` installs it"
+    with tempfile.TemporaryDirectory() as profile:
+        result = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", url],
+                                capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_the_trace_page_of_a_run_opens_in_chromium_at_the_linked_trace(local_run):
+    out, _, out_dir = local_run
+    link = re.search(r"the slowest .*: (file://\S+#t-(\d+))", out)
+    assert link, out
+    dom = chromium_dom(link.group(1))
+    opened = re.search(r'<details class="trace[^"]*" id="t-(\d+)"[^>]*open', dom)
+    assert opened and opened.group(1) == link.group(2), "the linked trace is open"
+    for resource in ("GET /api/apm", "GET /api/trace", "GET 404"):
+        assert f"<b>{resource}</b>" in dom
+    assert "http.status_code" in dom, "span tags are on the page"
+
+
+def test_the_trace_page_draws_child_spans_under_their_parent_in_the_trace_time(tmp_path):
+    """Requests have one span today; a child span (a database query, later) is drawn under its parent,
+    indented, its bar placed in the parent's time."""
+    ms = 1_000_000
+    parent = {"trace_id": 7, "span_id": 1, "parent_id": 0, "service": "apm-demo", "name": "http.server.request",
+              "resource": "GET /orders", "start": 1_000 * ms, "duration": 10 * ms, "error": 0,
+              "meta": {"http.status_code": "200"}, "metrics": {}}
+    child = {"trace_id": 7, "span_id": 2, "parent_id": 1, "service": "apm-demo-mysql", "name": "mysql.query",
+             "resource": "SELECT * FROM orders WHERE id = ?", "start": 1_002 * ms, "duration": 3 * ms, "error": 1,
+             "meta": {"db.system": "mysql"}, "metrics": {}}
+    page = tmp_path / "traces.html"
+    page.write_text(summary.page_html([[child, parent]], "apm-demo"))
+    dom = chromium_dom(f"file://{page}#t-7")
+    assert re.search(r'id="t-7"[^>]*open', dom), "the trace the address names is open"
+    rows = re.findall(r'<details class="(span[^"]*)" data-depth="(\d)".*?<b>([^<]*)</b>.*?'
+                      r'style="left:([\d.]+)%;width:([\d.]+)%"', dom)
+    assert rows == [("span", "0", "GET /orders", "0.00", "100.00"),
+                    ("span error", "1", "SELECT * FROM orders WHERE id = ?", "20.00", "30.00")], rows
+    assert "db.system" in dom and "3.000 ms" in dom
+
+
+def test_a_missing_binary_is_named(tmp_path):
+    result = run_local(tmp_path / "out", CARGO_TARGET_DIR=str(tmp_path / "elsewhere"), PORT="0")
+    assert result.returncode == 1
+    assert f"{tmp_path}/elsewhere/release/apm-demo is missing" in result.stderr, result.stderr
+    assert "make release" in result.stderr
+    assert "==" not in result.stdout, "said before anything starts"
+
+
+def test_a_service_that_cannot_start_says_why(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_local(tmp_path / "out", PORT=str(port), DURATION="1s")
+    assert result.returncode == 1
+    assert f"the service (HOST=127.0.0.1 PORT={port}) exited (status 1) before it was ready" in result.stderr
+    assert "Address already in use" in result.stderr, "the log's cause is shown"
+    assert f"{tmp_path}/out/app.log" in result.stderr
+    assert (tmp_path / "out" / "app.log").exists(), "and the log is kept"
+
+
+def test_ctrl_c_stops_everything_it_started(tmp_path):
+    env = dict(os.environ, DURATION="60s", RATE="20", PORT="0", OUT=str(tmp_path))
     process = subprocess.Popen([str(ROOT / "local" / "run.sh")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
     seen, ports = [], []
@@ -61,5 +201,67 @@ def test_ctrl_c_stops_everything_it_started():
     assert "interrupted: stopping everything" in rest
     assert len(ports) >= 2, "".join(seen)  # the test agent's and the service's
     for port in ports:
-        with socket.socket() as s:
-            assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still answers"
+        assert closed(port), f"port {port} still answers"
+
+
+def test_make_run_serves_from_the_build_make_local_uses():
+    """After `make release` (what `make local` and `make test-python` build first), `make run` compiles
+    nothing: one cargo invocation serves every command."""
+    env = dict(os.environ, HOST="127.0.0.1", PORT="0", LOG_FORMAT="json", DD_TRACE_AGENT_URL=f"http://127.0.0.1:{free_port()}")
+    process = subprocess.Popen(["make", "--no-print-directory", "run"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen = []
+    try:
+        for line in process.stdout:
+            seen.append(line)
+            if '"address"' in line:
+                break
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        process.communicate(timeout=30)
+    output = "".join(seen)
+    assert '"address"' in output, output
+    assert "Compiling" not in output, output
+    assert f'exec "{BIN_DIR}/apm-demo"' in output
+
+
+def test_make_install_puts_the_three_binaries_on_a_path(tmp_path):
+    result = subprocess.run(["make", "--no-print-directory", "install", f"INSTALL_DIR={tmp_path}"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Compiling" not in result.stderr
+    for binary in ("apm-demo", "loadgen", "provision"):
+        version = subprocess.run([binary, "--version"], env=dict(os.environ, PATH=str(tmp_path)), capture_output=True,
+                                 text=True)
+        assert version.returncode == 0 and binary in version.stdout, (binary, version)
+
+
+def test_make_local_says_what_it_installs_before_the_silent_pip_run(tmp_path):
+    absent = subprocess.run(["make", "-s", "venv-note", f"VENV={tmp_path}/venv"], cwd=ROOT, capture_output=True,
+                            text=True, check=True)
+    assert "installing Datadog's test agent" in absent.stdout
+    present = subprocess.run(["make", "-s", "venv-note"], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert present.stdout == "", "nothing to say once .venv is installed"
+    plan = subprocess.run(["make", "-n", "local"], cwd=ROOT, capture_output=True, text=True).stdout
+    assert plan.index("installing Datadog's test agent") < plan.index("local/run.sh")
+
+
+def by_hand_block():
+    text = (ROOT / "docs" / "local.md").read_text()
+    start = text.index("```sh\n", text.index("<!-- by-hand-block -->")) + len("```sh\n")
+    return text[start:text.index("\n```", start)]
+
+
+def test_the_by_hand_block_of_the_docs_runs_as_pasted(tmp_path):
+    """docs/local.md's block, in a shell at the repository's root, with other ports than the documented
+    8126 and 5050 (and the test agent's OTLP ports) so that it cannot meet another run's processes."""
+    agent_port, port = free_port(), free_port()
+    block = by_hand_block()
+    assert "8126" in block and "5050" in block
+    block = block.replace("--port 8126", f"--port 8126 --otlp-http-port {free_port()} --otlp-grpc-port {free_port()}")
+    block = block.replace("8126", str(agent_port)).replace("5050", str(port))
+    result = subprocess.run(["bash", "-c", block], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.stdout.startswith("Getting APM Started\n"), result.stdout + result.stderr
+    traces = json.loads(result.stdout.split("\n", 1)[1])
+    assert [[span["resource"] for span in trace] for trace in traces] == [["GET /api/apm"]]
+    assert closed(agent_port) and closed(port), "both stopped"
