@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -202,6 +203,28 @@ def test_ctrl_c_stops_everything_it_started(tmp_path):
     assert len(ports) >= 2, "".join(seen)  # the test agent's and the service's
     for port in ports:
         assert closed(port), f"port {port} still answers"
+
+
+def test_keep_leaves_the_test_agent_up_with_the_run_s_spans_until_ctrl_c(tmp_path):
+    env = dict(os.environ, DURATION="1s", RATE="20", PORT="0", OUT=str(tmp_path), KEEP="1")
+    process = subprocess.Popen([str(ROOT / "local" / "run.sh")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen = []
+    try:
+        for line in process.stdout:
+            seen.append(line)
+            if line.startswith("its traces: "):
+                break
+        agent = re.search(r"curl -s (http://127\.0\.0\.1:(\d+))/test/traces", "".join(seen))
+        assert agent, "".join(seen)
+        time.sleep(1)
+        assert process.poll() is None, "still up after the summary"
+        with urllib.request.urlopen(f"{agent.group(1)}/test/traces") as response:
+            assert sum(len(trace) for trace in json.load(response)) == 20, "the run's spans are still there"
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        process.communicate(timeout=60)
+    assert closed(int(agent.group(2))), "Ctrl-C stops it"
 
 
 def test_make_run_serves_from_the_build_make_local_uses():
