@@ -38,10 +38,11 @@ install: release
 bin-dir: release
 	@echo "$(BIN_DIR)"
 
-# Says what the silent first `make venv` (pip, about 30 s) is doing, before it starts.
+# Says what the silent first `make venv` (pip: 30 s on an idle machine, 2 minutes on a busy one) is
+# doing, before it starts.
 venv-note:
 	@test $(VENV)/.installed -nt requirements.txt || \
-		echo "installing Datadog's test agent and the other Python tools into $(VENV) (pip, about 30 s, once)"
+		echo "installing Datadog's test agent and the other Python tools into $(VENV) (pip prints nothing: 30 s to 2 minutes, once)"
 
 ## test: lint, the Rust tests, the conformance suite against Datadog's test agent, the Python suites
 test: lint test-rust conformance test-python test-compose
