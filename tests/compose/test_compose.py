@@ -151,6 +151,13 @@ def test_the_file_also_runs_under_compose_v1(compose):
             assert "required" not in condition, f"{name} -> {dependency}"
 
 
+def test_test_agent_listens_beyond_its_own_loopback(compose):
+    # ddapm-test-agent's --host defaults to 127.0.0.1 (ddapm_test_agent/agent.py, 1.69.1): the app's
+    # spans would be refused from the next container.
+    env = service(compose, "test-agent")["environment"]
+    assert env["HOST"] == "0.0.0.0" and env["PORT"] == "8126"
+
+
 def test_test_agent_image_is_the_version_the_tests_pin(compose):
     image = service(compose, "test-agent")["image"]
     pinned = re.search(r"^ddapm-test-agent==(\S+)$", (ROOT / "requirements.txt").read_text(), re.M).group(1)
