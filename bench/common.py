@@ -28,6 +28,14 @@ def target_dir():
 
 
 RELEASE = os.path.join(target_dir(), "release")
+
+
+def binary(name):
+    """The path of a release binary (`examples/hello_server` too), or a message naming the missing one."""
+    path = os.path.join(RELEASE, name)
+    if not os.access(path, os.X_OK):
+        raise SystemExit(f"{path} is missing: `make bench-tools` builds the benchmarks' binaries there")
+    return path
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 SERVICE_CPU, LOAD_CPU = "0", "1"
 
@@ -94,14 +102,14 @@ def service_env(agent_url=None, traced=True, extra=None):
 
 def service(port, agent_url=None, traced=True, extra=None):
     env = {**service_env(agent_url, traced, extra), "PORT": str(port)}
-    process = Process([os.path.join(RELEASE, "apm-demo")], env=env, cpu=SERVICE_CPU)
+    process = Process([binary("apm-demo")], env=env, cpu=SERVICE_CPU)
     wait_for_port(port)
     return process
 
 
 def null_sink():
     """A trace agent that accepts every payload and discards it: loadgen's minimal `hello_server`."""
-    process = Process([os.path.join(RELEASE, "examples", "hello_server")], cpu=LOAD_CPU, stdout=subprocess.PIPE)
+    process = Process([binary("examples/hello_server")], cpu=LOAD_CPU, stdout=subprocess.PIPE)
     address = process.popen.stdout.readline().decode().strip()
     return process, f"http://{address}"
 
@@ -118,7 +126,7 @@ def loadgen(base_url, *args, path=None):
     """loadgen's JSON summary of a run against base_url: loadgen's default mix, or only `path`, which must
     then answer 200 every time (so that a wrong URL cannot pass for a fast benchmark)."""
     mix = ["--mix", f"{path}=1"] if path else []
-    argv = pinned(LOAD_CPU, [os.path.join(RELEASE, "loadgen"), base_url, "--json", *mix, *args])
+    argv = pinned(LOAD_CPU, [binary("loadgen"), base_url, "--json", *mix, *args])
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     summary = json.loads(out)
     if path and set(summary["status_codes"]) != {"200"}:
