@@ -18,8 +18,9 @@ import subprocess
 import sys
 import time
 
+from common import binary
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RELEASE = os.path.join(ROOT, "target", "release")
 
 
 def pinned(cpu, argv):
@@ -37,7 +38,7 @@ def cpu_seconds_of(argv):
 
 
 def loadgen(url, connections, duration, rate=None):
-    argv = [os.path.join(RELEASE, "loadgen"), url, "-c", str(connections), "-d", f"{duration}s",
+    argv = [binary("loadgen"), url, "-c", str(connections), "-d", f"{duration}s",
             "--mix", "/", "--json"]
     if rate:
         argv += ["--rate", str(rate)]
@@ -74,7 +75,7 @@ def main():
     parser.add_argument("--rate", type=int, default=2000, help="fixed rate for the latency comparison")
     args = parser.parse_args()
 
-    server = subprocess.Popen(pinned(0, [os.path.join(RELEASE, "examples", "hello_server")]),
+    server = subprocess.Popen(pinned(0, [binary("examples/hello_server")]),
                               stdout=subprocess.PIPE, text=True)
     try:
         url = "http://" + server.stdout.readline().strip() + "/"

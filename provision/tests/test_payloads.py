@@ -19,7 +19,10 @@ from datadog_api_client.v1.model.monitor import Monitor
 from datadog_api_client.v2.model.downtime_create_request import DowntimeCreateRequest
 
 ROOT = Path(__file__).resolve().parents[2]
-PROVISION = ROOT / "target" / "release" / "provision"
+# Where `make release` put it (CARGO_TARGET_DIR honoured): local/bin-dir.sh asks cargo.
+RELEASE = Path(subprocess.run([str(ROOT / "local" / "bin-dir.sh")], capture_output=True, text=True,
+                              check=True).stdout.strip())
+PROVISION = RELEASE / "provision"
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICE = ROOT / "target" / "release" / "apm-demo"
+# Where `make release` put it (CARGO_TARGET_DIR honoured): local/bin-dir.sh asks cargo.
+RELEASE = Path(subprocess.run([str(ROOT / "local" / "bin-dir.sh")], capture_output=True, text=True,
+                              check=True).stdout.strip())
+SERVICE = RELEASE / "apm-demo"
 TEST_AGENT = ROOT / ".venv" / "bin" / "ddapm-test-agent"
 PAGES = {"/": "Entrypoint to the Application", "/api/apm": "Getting APM Started", "/api/trace": "Posting Traces"}
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
