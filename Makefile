@@ -73,6 +73,34 @@ test-python: venv mariadb chromium release
 test-compose: venv
 	$(VENV)/bin/pytest -q -s tests/containers
 
+## mutants: cargo-mutants on the service's and loadgen's source against their hermetic tests (each
+## mutated package's `cargo test`, no conformance feature), one job, in a copy of the tree (never
+## --in-place: others build in this one), its own target dir; fails if a mutant survives that
+## .cargo/mutants.toml does not mark equivalent. A timeout (the mutant hung the tests) counts as caught.
+## Other scopes: make mutants MUTANTS_SCOPE='--package provision' (or '--file src/config.rs')
+.PHONY: mutants mutants-ci
+MUTANTS_VERSION := 27.1.0
+MUTANTS_SCOPE ?= --package apm-demo --package loadgen
+MUTANTS_OUT := target/mutants-out
+mutants:
+	@command -v cargo-mutants >/dev/null || test -x $(HOME)/.cargo/bin/cargo-mutants || \
+		$(CARGO) install cargo-mutants --version $(MUTANTS_VERSION) --locked
+	@mkdir -p $(MUTANTS_OUT)
+	@status=0; CARGO_TARGET_DIR=$(CURDIR)/target/mutants $(CARGO) mutants $(MUTANTS_SCOPE) \
+		--jobs 1 --output $(MUTANTS_OUT) || status=$$?; \
+	out=$(MUTANTS_OUT)/mutants.out; \
+	if [ $$status -ne 0 ] && [ $$status -ne 2 ] && [ $$status -ne 3 ]; then \
+		echo "cargo-mutants failed (exit $$status), see $$out/log"; exit $$status; fi; \
+	if [ -s $$out/timeout.txt ]; then echo "caught by a timeout:"; cat $$out/timeout.txt; fi; \
+	if [ -s $$out/missed.txt ]; then \
+		echo "surviving mutants: kill each with a test, or mark it equivalent, with the reason, in .cargo/mutants.toml"; \
+		cat $$out/missed.txt; exit 1; fi
+
+## mutants-ci: `make mutants` on the files `make test` guards (the whole run takes about an hour):
+## trace-header parsing (network input) and the bounded export queue (the memory promise)
+mutants-ci:
+	$(MAKE) mutants MUTANTS_SCOPE='--file src/telemetry/propagation.rs --file src/telemetry/export_queue.rs'
+
 ## chromium: Debian's Chromium, installed if missing (the browser test opens the service's pages)
 chromium:
 	@if ! command -v chromium >/dev/null; then \
