@@ -9,9 +9,11 @@
 use std::time::Duration;
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::SpanKind;
+use opentelemetry::trace::{SpanContext, SpanKind};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_datadog::{ApiVersion, DatadogExporter, DatadogPropagator, ModelConfig};
+use opentelemetry_datadog::{
+    ApiVersion, DatadogExporter, DatadogPropagator, DatadogTraceState, ModelConfig,
+};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
@@ -54,6 +56,24 @@ impl SpanExporter for Exporter {
                     KeyValue::new("span.kind", "server"),
                     KeyValue::new("component", COMPONENT),
                 ]);
+                // The crate sends the low 64 bits of the trace id; Datadog's tracers put the high 64
+                // in `_dd.p.tid` (hex) on the first span of each trace chunk, which a server span is.
+                let high =
+                    (u128::from_be_bytes(span.span_context.trace_id().to_bytes()) >> 64) as u64;
+                if high != 0 {
+                    span.attributes
+                        .push(KeyValue::new("_dd.p.tid", format!("{high:016x}")));
+                }
+                // `_dd.measured = 1`, as Datadog's tracers mark a web server span: the crate reads it
+                // from the trace state only.
+                let context = &span.span_context;
+                span.span_context = SpanContext::new(
+                    context.trace_id(),
+                    context.span_id(),
+                    context.trace_flags(),
+                    context.is_remote(),
+                    context.trace_state().with_measuring(true),
+                );
             }
         }
         // The crate sorts the batch by trace id to group spans into traces, moving whole spans (about

@@ -28,9 +28,6 @@ const TRACEPARENT: &str = "traceparent";
 pub struct Incoming {
     /// The caller's span, to parent the server span on; `None` starts a new trace.
     pub parent: Option<Context>,
-    /// The high 64 bits of a 128-bit trace id, as hex (Datadog's `_dd.p.tid`): the exporter sends the
-    /// low 64 bits only, and Datadog rebuilds the full id from this tag.
-    pub trace_id_high: Option<String>,
     /// `x-datadog-origin` (e.g. `synthetics`), which Datadog keeps in the span's `_dd.origin`.
     pub origin: Option<String>,
 }
@@ -41,7 +38,6 @@ pub fn extract(headers: &HeaderMap) -> Incoming {
     if let Some(parent) = datadog_parent(&headers) {
         return Incoming {
             parent: Some(parent),
-            trace_id_high: None,
             origin: headers
                 .get(DATADOG_ORIGIN)
                 .filter(|o| is_origin(o))
@@ -57,10 +53,9 @@ pub fn extract(headers: &HeaderMap) -> Incoming {
     if !span_context.is_valid() {
         return Incoming::default();
     }
-    let high = (u128::from_be_bytes(span_context.trace_id().to_bytes()) >> 64) as u64;
+    // A 128-bit id stays whole in the context: the exporter sends its high bits in `_dd.p.tid`.
     Incoming {
         parent: Some(parent),
-        trace_id_high: (high != 0).then(|| format!("{high:016x}")),
         origin: None,
     }
 }
@@ -204,7 +199,6 @@ mod tests {
         );
         assert_eq!(span_id, SpanId::from_hex("00f067aa0ba902b7").unwrap());
         assert!(sampled);
-        assert_eq!(got.trace_id_high.as_deref(), Some("4bf92f3577b34da6"));
     }
 
     #[test]

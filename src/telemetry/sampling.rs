@@ -5,8 +5,14 @@
 //! agree on the same trace. A Datadog parent without a sampling priority ("deferred") is decided the
 //! same way: the OpenTelemetry parent-based sampler would read it as "not sampled" and drop it.
 //!
-//! Trace ids are 64 bits (the high half zero): the exporter sends the low 64 bits only, so larger ids
-//! would be cut, and a caller's 128-bit id is carried in `_dd.p.tid` instead.
+//! Trace ids are 128 bits as Datadog's tracers make them (`DD_TRACE_128_BIT_TRACEID_GENERATION_ENABLED`,
+//! on by default): the high 64 bits are the start time in seconds followed by 32 zero bits, the low 64
+//! random. The exporter sends the low 64 bits as the span's trace id and the high ones in `_dd.p.tid`
+//! (see `datadog`), which is how Datadog rebuilds the full id.
+//!
+//! A trace decided here (new, or a Datadog parent without a priority) carries `_dd.p.dm=-0`, the
+//! decision maker Datadog's tracers write (`-0`: the default mechanism), which Datadog's ingestion
+//! views read; a trace continued with the caller's decision does not, as in Datadog's tracers.
 
 use opentelemetry::trace::{
     Link, SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState,
@@ -18,6 +24,8 @@ use opentelemetry_sdk::trace::{
 
 /// The flag the Datadog propagator sets on a context whose sampling decision was not made upstream.
 const DEFERRED: TraceFlags = TraceFlags::new(0x02);
+/// The decision maker of a trace sampled here: Datadog's `-0`, the default sampling mechanism.
+const DECISION_MAKER: &str = "-0";
 /// Knuth's multiplicative hash factor, as in every Datadog tracer's rate sampler.
 const KNUTH_FACTOR: u64 = 1_111_111_111_111_111_111;
 
@@ -63,12 +71,12 @@ impl ShouldSample for DatadogSampler {
             .filter(|cx| cx.has_active_span())
             .map(|cx| cx.span().span_context().clone())
             .filter(SpanContext::is_valid);
-        let (keep, trace_state) = match parent {
+        let (keep, decided_here, trace_state) = match parent {
             Some(parent) if !is_deferred(&parent) => {
-                (parent.is_sampled(), parent.trace_state().clone())
+                (parent.is_sampled(), false, parent.trace_state().clone())
             }
-            Some(parent) => (self.keeps(trace_id), parent.trace_state().clone()),
-            None => (self.keeps(trace_id), TraceState::default()),
+            Some(parent) => (self.keeps(trace_id), true, parent.trace_state().clone()),
+            None => (self.keeps(trace_id), true, TraceState::default()),
         };
         SamplingResult {
             decision: if keep {
@@ -76,20 +84,28 @@ impl ShouldSample for DatadogSampler {
             } else {
                 SamplingDecision::Drop
             },
-            attributes: Vec::new(),
+            attributes: if keep && decided_here {
+                vec![KeyValue::new("_dd.p.dm", DECISION_MAKER)]
+            } else {
+                Vec::new()
+            },
             trace_state,
         }
     }
 }
 
-/// Random 64-bit trace ids (high half zero) and span ids.
+/// 128-bit trace ids as Datadog's tracers make them (the start time in seconds, 32 zero bits, 64
+/// random bits), and random span ids.
 #[derive(Debug, Default)]
 pub struct DatadogIdGenerator(RandomIdGenerator);
 
 impl IdGenerator for DatadogIdGenerator {
     fn new_trace_id(&self) -> TraceId {
         let low = u64::from_be_bytes(self.0.new_span_id().to_bytes());
-        TraceId::from(u128::from(low.max(1)))
+        let seconds = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as u32);
+        TraceId::from(u128::from(seconds) << 96 | u128::from(low.max(1)))
     }
 
     fn new_span_id(&self) -> SpanId {
@@ -159,11 +175,41 @@ mod tests {
     }
 
     #[test]
-    fn trace_ids_fit_in_64_bits() {
+    fn trace_ids_are_128_bit_with_the_time_in_the_high_bits() {
         let ids = DatadogIdGenerator::default();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         for _ in 0..1000 {
             let id = u128::from_be_bytes(ids.new_trace_id().to_bytes());
-            assert!(id != 0 && id <= u128::from(u64::MAX));
+            let high = (id >> 64) as u64;
+            assert_eq!(high & 0xffff_ffff, 0, "{id:032x}");
+            assert!(((high >> 32) as i64 - now as i64).abs() <= 1, "{id:032x}");
+            assert_ne!(id as u64, 0);
         }
+    }
+
+    #[test]
+    fn only_a_decision_made_here_carries_the_decision_maker() {
+        let sampler = DatadogSampler::new(1.0);
+        let dm = |parent: Option<SpanContext>| {
+            let cx = parent.map(|sc| Context::new().with_remote_span_context(sc));
+            let result = sampler.should_sample(
+                cx.as_ref(),
+                TraceId::from(5u128),
+                "x",
+                &SpanKind::Server,
+                &[],
+                &[],
+            );
+            result.attributes
+        };
+        assert_eq!(dm(None), vec![KeyValue::new("_dd.p.dm", "-0")]);
+        assert_eq!(
+            dm(Some(remote(DEFERRED))),
+            vec![KeyValue::new("_dd.p.dm", "-0")]
+        );
+        assert!(dm(Some(remote(TraceFlags::SAMPLED))).is_empty());
     }
 }

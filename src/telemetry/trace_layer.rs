@@ -128,13 +128,9 @@ fn request_span(request: &Request, layer: TraceLayer) -> Span {
         http.status_code = Empty,
         error.message = Empty,
         _dd.origin = Empty,
-        _dd.p.tid = Empty,
     );
 
     if let Some(parent) = incoming.parent {
-        if let Some(high_bits) = incoming.trace_id_high {
-            span.record("_dd.p.tid", high_bits.as_str());
-        }
         // Fails only if the span had already started, which it cannot have here.
         let _ = span.set_parent(parent);
     }

@@ -73,6 +73,8 @@ async fn every_request_becomes_one_span_with_the_contract() {
     assert_eq!(
         keys,
         [
+            "_dd.p.dm",
+            "_dd.p.tid",
             "component",
             "env",
             "http.method",
@@ -81,6 +83,7 @@ async fn every_request_becomes_one_span_with_the_contract() {
             "http.url",
             "http.useragent",
             "language",
+            "runtime-id",
             "service",
             "span.kind",
             "span.type",
