@@ -1,0 +1,51 @@
+//! The binary's life cycle, hermetic (the debug binary, tracing off, no agent, no Python): it serves
+//! until a signal, then stops cleanly. tests/conformance.rs proves more of the same against Datadog's
+//! test agent and under load; this one runs with `cargo test` (and so under `make mutants`).
+
+#[path = "common/service.rs"]
+mod service;
+
+use std::time::{Duration, Instant};
+
+use service::Service;
+
+/// The `message` of each JSON log line, once the line `stopped` (the last one) has been read.
+fn messages_until_stopped(service: &Service) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let messages: Vec<String> = service
+            .json_lines()
+            .iter()
+            .filter_map(|line| line["message"].as_str().map(str::to_owned))
+            .collect();
+        if messages.iter().any(|m| m == "stopped") || Instant::now() > deadline {
+            return messages;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn serves_until_sigterm_then_exits_0_saying_it_stopped_with_nothing_in_flight() {
+    let mut service = Service::start("http://127.0.0.1:9", &[("DD_TRACE_ENABLED", "false")]);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        service.send("GET", "/health", &[]).status(),
+        200,
+        "still serving: only a signal stops it"
+    );
+    assert_eq!(service.child.try_wait().unwrap(), None);
+
+    let status = service.terminate();
+    assert_eq!(status.code(), Some(0));
+    let messages = messages_until_stopped(&service);
+    assert!(
+        messages.iter().any(|m| m == "SIGTERM: shutting down"),
+        "{messages:?}"
+    );
+    assert!(messages.iter().any(|m| m == "stopped"), "{messages:?}");
+    assert!(
+        !messages.iter().any(|m| m.contains("still in flight")),
+        "no request was in flight: {messages:?}"
+    );
+}
