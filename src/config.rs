@@ -78,6 +78,24 @@ pub struct Config {
     #[arg(long, env = "RUST_LOG", value_name = "RUST_LOG", default_value = "info", value_parser = log_filter)]
     pub rust_log: String,
 
+    /// Close a connection whose request head has not fully arrived this long after the server began
+    /// waiting for it: a slow or silent client (slowloris), and an idle keep-alive connection.
+    #[arg(long, env = "HEADER_READ_TIMEOUT", value_name = "HEADER_READ_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Open connections at most; further ones wait in the listen backlog until one closes.
+    #[arg(long, env = "MAX_CONNECTIONS", value_name = "MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Deadline of a request: past it the handler is cancelled and the client gets 504.
+    #[arg(long, env = "REQUEST_TIMEOUT", value_name = "REQUEST_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub request_timeout: Duration,
+
+    /// Requests handled at once at most; beyond it a request is refused at once with 503 and
+    /// Retry-After (load shedding) instead of waiting in a queue.
+    #[arg(long, env = "MAX_IN_FLIGHT", value_name = "MAX_IN_FLIGHT", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
+
     /// What to run: the service (no subcommand) or its own health check.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -240,6 +258,16 @@ fn listen_address(value: &str) -> Result<IpAddr, String> {
              (this machine only), 0.0.0.0 (every IPv4 interface) or :: (every interface)"
         )
     })
+}
+
+/// A duration such as `10s`, `500ms` or `2m` (humantime's syntax), longer than zero.
+fn positive_duration(value: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(value)
+        .map_err(|e| format!("{e} (a duration such as 10s, 500ms or 2m)"))?;
+    if duration.is_zero() {
+        return Err("must be longer than 0".to_owned());
+    }
+    Ok(duration)
 }
 
 fn sample_rate(value: &str) -> Result<f64, String> {

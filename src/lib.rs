@@ -7,88 +7,58 @@
 
 pub mod config;
 pub mod healthcheck;
+pub mod limits;
 pub mod routes;
+pub mod server;
 pub mod telemetry;
 
-use std::net::SocketAddr;
-use std::time::Duration;
+pub use server::Application;
 
 use axum::Router;
 use axum::routing::get;
-use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::config::Config;
 use crate::routes::Health;
 use crate::telemetry::trace_layer::TraceLayer;
 
-/// The router: the three Flask routes inside the trace layer, `/health` outside it.
+/// The router: the three Flask routes inside the service's layers ([`layered`]), `/health` outside
+/// them (an orchestrator's probe must see a busy service as alive rather than be shed; and it is not
+/// traced: health checks would flood APM).
 pub fn app(config: &Config) -> Router {
+    let seed = Router::new()
+        .route("/", get(routes::api_entry))
+        .route("/api/apm", get(routes::apm_endpoint))
+        .route("/api/trace", get(routes::trace_endpoint));
+    with_health(layered(seed, config), config)
+}
+
+/// `router` and `/health`, the latter outside every layer of `router`.
+pub fn with_health(router: Router, config: &Config) -> Router {
     let health = Health {
         status: "ok",
         service: config.dd_service.clone(),
         version: config.dd_version.clone(),
     };
-    Router::new()
-        .route("/", get(routes::api_entry))
-        .route("/api/apm", get(routes::apm_endpoint))
-        .route("/api/trace", get(routes::trace_endpoint))
+    router.route("/health", get(routes::health).with_state(health))
+}
+
+/// `routes` inside the layers every traced request passes, innermost first: a panic caught as 500,
+/// the request limits ([`limits`]), the trace layer. `layer` also wraps the fallback, so an unmatched
+/// path gets its span (`GET 404`) and its limits too.
+pub fn layered(routes: Router, config: &Config) -> Router {
+    routes
         // A panicking handler answers 500 inside its span instead of dropping the connection.
         .layer(CatchPanicLayer::new())
-        // `layer` also wraps the fallback, so an unmatched path gets its span (`GET 404`).
+        // The deadline and the in-flight bound, inside the span: a shed request still has one.
+        .layer(limits::layer(
+            config.max_in_flight as usize,
+            config.request_timeout,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             TraceLayer {
                 exporting: config.dd_trace_enabled,
             },
             telemetry::trace_layer::trace_request,
         ))
-        .route("/health", get(routes::health).with_state(health))
-}
-
-/// The service bound to its port, ready to serve.
-pub struct Application {
-    listener: TcpListener,
-    router: Router,
-}
-
-impl Application {
-    /// Binds the configured address (port 0 picks a free port, which [`Self::local_addr`] tells).
-    pub async fn bind(config: &Config) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(config.listen_addr()).await?;
-        Ok(Self {
-            listener,
-            router: app(config),
-        })
-    }
-
-    /// The address actually bound.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
-    }
-
-    /// Serves until `shutdown` completes, then stops accepting and lets in-flight requests finish,
-    /// for at most `grace`. Returns whether every connection finished in time.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-        grace: Duration,
-    ) -> std::io::Result<bool> {
-        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stopping_tx.send(());
-        });
-        let mut serve = std::pin::pin!(serve.into_future());
-        tokio::select! {
-            result = &mut serve => result.map(|()| true),
-            _ = stopping_rx => {
-                match tokio::time::timeout(grace, serve).await {
-                    Ok(result) => result.map(|()| true),
-                    Err(_) => Ok(false),
-                }
-            }
-        }
-    }
 }

@@ -23,6 +23,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::logs;
 use super::propagation::{self, Incoming};
+use crate::limits::Limited;
 
 /// Datadog operation name of the server span: the one Datadog's own Rust tracer (dd-trace-rs) gives
 /// HTTP server spans, so trace metrics are `trace.http.server.request.*` whichever exporter is used.
@@ -70,6 +71,10 @@ pub async fn trace_request(
 
     let status = response.status();
     record_status(&span, status);
+    if let Some(limited) = response.extensions().get::<Limited>() {
+        span.record("error.type", limited.error_type());
+        span.record("error.message", limited.message());
+    }
     let elapsed = started.elapsed();
     let micros = elapsed.as_micros();
     // A child of the span, which gives the line its ids, without entering the span again.
@@ -127,6 +132,7 @@ fn request_span(request: &Request, layer: TraceLayer) -> Span {
         http.useragent = header_str(headers.get(USER_AGENT)),
         http.status_code = Empty,
         error.message = Empty,
+        error.type = Empty,
         _dd.origin = Empty,
     );
 

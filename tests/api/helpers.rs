@@ -39,6 +39,23 @@ pub struct TestApp {
 /// Starts the service exporting to `agent_url` with JSON logs; `extra` flags override the defaults.
 /// Must run on a current-thread runtime (`#[tokio::test]`): the subscriber is set for this thread.
 pub async fn spawn_app(agent_url: &str, extra: &[&str]) -> TestApp {
+    spawn_app_with(agent_url, extra, apm_demo::app).await
+}
+
+/// As [`spawn_app`], serving `routes` instead of the service's own, composed as the service composes
+/// its routes: inside its layers ([`apm_demo::layered`]: limits, trace layer), `/health` outside them.
+pub async fn spawn_app_serving(agent_url: &str, extra: &[&str], routes: Router) -> TestApp {
+    spawn_app_with(agent_url, extra, move |config| {
+        apm_demo::with_health(apm_demo::layered(routes, config), config)
+    })
+    .await
+}
+
+async fn spawn_app_with(
+    agent_url: &str,
+    extra: &[&str],
+    router: impl FnOnce(&Config) -> Router,
+) -> TestApp {
     let mut args = vec![
         "apm-demo",
         "--host",
@@ -66,7 +83,9 @@ pub async fn spawn_app(agent_url: &str, extra: &[&str]) -> TestApp {
     let telemetry = Telemetry::build(&config, move || CapturedLogs(writer_logs.clone())).unwrap();
     let subscriber = tracing::dispatcher::set_default(&telemetry.dispatch);
 
-    let app = Application::bind(&config).await.unwrap();
+    let app = Application::bind_with(&config, router(&config))
+        .await
+        .unwrap();
     let address = format!("http://{}", app.local_addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(

@@ -5,6 +5,7 @@
 mod agent;
 mod helpers;
 mod hostile;
+mod limits;
 mod logs;
 mod propagation;
 mod routes;
