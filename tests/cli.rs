@@ -23,6 +23,10 @@ fn invalid_values_exit_2_naming_the_variable() {
         ("HOST", "my host"),
         ("DD_AGENT_HOST", "not a host"),
         ("RUST_LOG", "info,[[["),
+        ("HEADER_READ_TIMEOUT", "soon"),
+        ("REQUEST_TIMEOUT", "0s"),
+        ("MAX_CONNECTIONS", "0"),
+        ("MAX_IN_FLIGHT", "-1"),
     ];
     for (variable, value) in cases {
         let output = run(&[(variable, value)], &[]);
@@ -76,6 +80,10 @@ fn help_lists_every_variable_and_exits_0() {
         "DD_TRACE_SAMPLE_RATE",
         "DD_LOGS_INJECTION",
         "LOG_FORMAT",
+        "HEADER_READ_TIMEOUT",
+        "MAX_CONNECTIONS",
+        "REQUEST_TIMEOUT",
+        "MAX_IN_FLIGHT",
         "RUST_LOG",
     ] {
         assert!(
