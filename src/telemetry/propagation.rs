@@ -6,14 +6,20 @@
 //!
 //! A Datadog context that arrives without `x-datadog-sampling-priority` is marked "deferred" by the
 //! propagator; [`super::sampling`] then decides locally, as Datadog's tracers do, instead of dropping it.
+//!
+//! From `x-datadog-tags` (Datadog's propagated `_dd.p.*` tags) two are read, as Datadog's tracers do:
+//! `_dd.p.tid`, the high 64 bits of a 128-bit trace id, which makes the context's trace id whole, and
+//! `_dd.p.dm`, the caller's decision maker, kept in the trace state for the sampler to tag the span
+//! with when it follows the caller's decision.
 
 use http::HeaderMap;
 use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::TraceContextExt;
+use opentelemetry::trace::{SpanContext, TraceContextExt, TraceId};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 
 use super::datadog;
+use super::sampling::CALLER_DECISION_MAKER;
 
 /// Longest header value considered; W3C caps `tracestate` at 512 bytes, the rest are far shorter.
 const MAX_HEADER_LEN: usize = 512;
@@ -21,6 +27,7 @@ const DATADOG_TRACE_ID: &str = "x-datadog-trace-id";
 const DATADOG_PARENT_ID: &str = "x-datadog-parent-id";
 const DATADOG_SAMPLING_PRIORITY: &str = "x-datadog-sampling-priority";
 const DATADOG_ORIGIN: &str = "x-datadog-origin";
+const DATADOG_TAGS: &str = "x-datadog-tags";
 const TRACEPARENT: &str = "traceparent";
 
 /// What the request's headers say about its trace.
@@ -74,7 +81,67 @@ fn datadog_parent(headers: &Sanitized<'_>) -> Option<Context> {
         parent_id,
         priority,
     });
-    context.span().span_context().is_valid().then_some(context)
+    let span_context = context.span().span_context().clone();
+    if !span_context.is_valid() {
+        return None;
+    }
+    let Some(tags) = headers.get(DATADOG_TAGS) else {
+        return Some(context);
+    };
+    let (high, decision_maker) = propagated_tags(tags);
+    // The caller's decision maker matters only when its decision is followed.
+    let decision_maker = decision_maker.filter(|_| priority.is_some());
+    if high.is_none() && decision_maker.is_none() {
+        return Some(context);
+    }
+    let low = u128::from_be_bytes(span_context.trace_id().to_bytes());
+    let trace_id = TraceId::from(u128::from(high.unwrap_or(0)) << 64 | low);
+    let mut trace_state = span_context.trace_state().clone();
+    if let Some(dm) = decision_maker {
+        trace_state = trace_state
+            .insert(CALLER_DECISION_MAKER, dm)
+            .unwrap_or(trace_state);
+    }
+    Some(context.with_remote_span_context(SpanContext::new(
+        trace_id,
+        span_context.span_id(),
+        span_context.trace_flags(),
+        true,
+        trace_state,
+    )))
+}
+
+/// `_dd.p.tid` (16 hex digits, not zero) and `_dd.p.dm` (`-<mechanism>`, optionally after a 10-digit
+/// hex service hash) from `x-datadog-tags` (`key=value` pairs separated by commas); anything else is
+/// ignored, and so is a malformed value.
+fn propagated_tags(tags: &str) -> (Option<u64>, Option<&str>) {
+    let (mut high, mut decision_maker) = (None, None);
+    for (key, value) in tags
+        .split(',')
+        .filter_map(|pair| pair.trim().split_once('='))
+    {
+        match key {
+            "_dd.p.tid" if value.len() == 16 && value.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                high = u64::from_str_radix(value, 16).ok().filter(|h| *h != 0);
+            }
+            "_dd.p.dm" if is_decision_maker(value) => decision_maker = Some(value),
+            _ => {}
+        }
+    }
+    (high, decision_maker)
+}
+
+fn is_decision_maker(value: &str) -> bool {
+    let mechanism = match value.split_once('-') {
+        Some((hash, mechanism))
+            if hash.is_empty()
+                || (hash.len() == 10 && hash.bytes().all(|b| b.is_ascii_hexdigit())) =>
+        {
+            mechanism
+        }
+        _ => return false,
+    };
+    (1..=3).contains(&mechanism.len()) && mechanism.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// A Datadog id: decimal, non-zero, fitting in 64 bits.
@@ -171,6 +238,77 @@ mod tests {
             Some((TraceId::from(12345u128), SpanId::from(67890u64), true))
         );
         assert_eq!(got.origin.as_deref(), Some("synthetics"));
+    }
+
+    #[test]
+    fn datadog_tags_give_the_high_bits_and_the_callers_decision_maker() {
+        let got = extract(&headers(&[
+            (DATADOG_TRACE_ID, "12345"),
+            (DATADOG_PARENT_ID, "67890"),
+            (DATADOG_SAMPLING_PRIORITY, "2"),
+            (
+                DATADOG_TAGS,
+                "_dd.p.dm=-4,_dd.p.tid=6b0781f000000000,_dd.p.usr.id=x",
+            ),
+        ]));
+        let parent = got.parent.unwrap();
+        let span = parent.span();
+        let sc = span.span_context();
+        assert_eq!(
+            sc.trace_id(),
+            TraceId::from(0x6b0781f000000000_u128 << 64 | 12345)
+        );
+        assert_eq!(sc.trace_state().get(CALLER_DECISION_MAKER), Some("-4"));
+        assert!(sc.is_sampled());
+    }
+
+    #[test]
+    fn malformed_datadog_tags_are_ignored() {
+        for tags in [
+            "_dd.p.tid=6b0781f0",
+            "_dd.p.tid=0000000000000000",
+            "_dd.p.tid=zz0781f000000000",
+            "_dd.p.dm=4",
+            "_dd.p.dm=-12345",
+            "_dd.p.dm=abc-4",
+            "garbage",
+            "",
+        ] {
+            let got = extract(&headers(&[
+                (DATADOG_TRACE_ID, "7"),
+                (DATADOG_PARENT_ID, "8"),
+                (DATADOG_SAMPLING_PRIORITY, "1"),
+                (DATADOG_TAGS, tags),
+            ]));
+            let parent = got.parent.unwrap();
+            let span = parent.span();
+            let sc = span.span_context();
+            assert_eq!(sc.trace_id(), TraceId::from(7u128), "{tags:?}");
+            assert_eq!(
+                sc.trace_state().get(CALLER_DECISION_MAKER),
+                None,
+                "{tags:?}"
+            );
+        }
+        assert!(is_decision_maker("934086a686-4"));
+    }
+
+    #[test]
+    fn without_a_priority_the_callers_decision_maker_is_not_kept() {
+        let got = extract(&headers(&[
+            (DATADOG_TRACE_ID, "7"),
+            (DATADOG_PARENT_ID, "8"),
+            (DATADOG_TAGS, "_dd.p.dm=-4"),
+        ]));
+        let parent = got.parent.unwrap();
+        assert_eq!(
+            parent
+                .span()
+                .span_context()
+                .trace_state()
+                .get(CALLER_DECISION_MAKER),
+            None
+        );
     }
 
     #[test]

@@ -26,6 +26,8 @@ use opentelemetry_sdk::trace::{
 const DEFERRED: TraceFlags = TraceFlags::new(0x02);
 /// The decision maker of a trace sampled here: Datadog's `-0`, the default sampling mechanism.
 const DECISION_MAKER: &str = "-0";
+/// The trace-state key under which [`super::propagation`] keeps the caller's `_dd.p.dm`.
+pub const CALLER_DECISION_MAKER: &str = "dd_p_dm";
 /// Knuth's multiplicative hash factor, as in every Datadog tracer's rate sampler.
 const KNUTH_FACTOR: u64 = 1_111_111_111_111_111_111;
 
@@ -78,17 +80,23 @@ impl ShouldSample for DatadogSampler {
             Some(parent) => (self.keeps(trace_id), true, parent.trace_state().clone()),
             None => (self.keeps(trace_id), true, TraceState::default()),
         };
+        let decision_maker = match (keep, decided_here) {
+            (false, _) => None,
+            (true, true) => Some(DECISION_MAKER.into()),
+            // The caller's, when its `x-datadog-tags` said (Datadog's tracers copy it to the span).
+            (true, false) => trace_state
+                .get(CALLER_DECISION_MAKER)
+                .map(|dm| dm.to_owned().into()),
+        };
         SamplingResult {
             decision: if keep {
                 SamplingDecision::RecordAndSample
             } else {
                 SamplingDecision::Drop
             },
-            attributes: if keep && decided_here {
-                vec![KeyValue::new("_dd.p.dm", DECISION_MAKER)]
-            } else {
-                Vec::new()
-            },
+            attributes: decision_maker
+                .map(|dm: opentelemetry::StringValue| vec![KeyValue::new("_dd.p.dm", dm)])
+                .unwrap_or_default(),
             trace_state,
         }
     }
@@ -211,5 +219,14 @@ mod tests {
             vec![KeyValue::new("_dd.p.dm", "-0")]
         );
         assert!(dm(Some(remote(TraceFlags::SAMPLED))).is_empty());
+        let mut caller = remote(TraceFlags::SAMPLED);
+        caller = SpanContext::new(
+            caller.trace_id(),
+            caller.span_id(),
+            caller.trace_flags(),
+            true,
+            TraceState::from_key_value([(CALLER_DECISION_MAKER, "-4")]).unwrap(),
+        );
+        assert_eq!(dm(Some(caller)), vec![KeyValue::new("_dd.p.dm", "-4")]);
     }
 }

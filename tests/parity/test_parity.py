@@ -4,7 +4,8 @@ The seed's Flask app (bench/seed_app/APM.py) runs under `ddtrace-run` (ddtrace p
 requirements.txt) and this service's release binary runs beside it; both send to one Datadog test agent
 (ddapm-test-agent) on free loopback ports, and both get the same requests: the three seed routes, a 404,
 a 405, and every propagation case of the conformance suite (Datadog headers with and without a priority,
-W3C `traceparent`, malformed headers). For each request, the service-entry span of each tracer is
+W3C `traceparent`, malformed headers), plus what a caller traced by a Datadog tracer sends (priority 2
+and `x-datadog-tags` with the high bits of a 128-bit id and the decision maker). For each request, the service-entry span of each tracer is
 reduced to its shape: the top-level fields (with the values that are the contract: name, resource,
 type, error), how its ids relate to the incoming headers (continued, new, zero), every meta and metrics
 key with the shape of its value (type, and for ids their width: decimal, 16 or 32 hex digits), and the
@@ -46,8 +47,10 @@ SEED_APP = ROOT / "bench" / "seed_app"
 
 W3C_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"  # pragma: allowlist secret (the W3C example trace id)
 W3C_PARENT_ID = "00f067aa0ba902b7"
+CALLER_TID = "6b0781f000000000"
 
-# The conformance suite's requests (tests/conformance.rs): name, method, path, headers.
+# The conformance suite's requests (tests/conformance.rs), and a Datadog-traced caller: name, method,
+# path, headers.
 CASES = [
     ("root", "GET", "/", {}),
     ("apm", "GET", "/api/apm", {}),
@@ -58,6 +61,11 @@ CASES = [
                                               "x-datadog-sampling-priority": "1", "x-datadog-origin": "synthetics"}),
     ("datadog-no-priority", "GET", "/api/apm", {"x-datadog-trace-id": "555", "x-datadog-parent-id": "666"}),
     ("traceparent", "GET", "/", {"traceparent": f"00-{W3C_TRACE_ID}-{W3C_PARENT_ID}-01"}),
+    # Not in the conformance suite: what a caller traced by a Datadog tracer sends (a 128-bit trace id
+    # whose high bits are in x-datadog-tags, a manual keep: priority 2, decision maker -4).
+    ("datadog-caller", "GET", "/api/trace", {"x-datadog-trace-id": "1234567", "x-datadog-parent-id": "7654321",
+                                             "x-datadog-sampling-priority": "2",
+                                             "x-datadog-tags": f"_dd.p.dm=-4,_dd.p.tid={CALLER_TID}"}),
     ("malformed", "GET", "/api/apm", {"x-datadog-trace-id": "12ab", "x-datadog-parent-id": "-1",
                                       "traceparent": "00-zz-yy-01"}),
 ]
@@ -67,6 +75,7 @@ INCOMING = {
     "datadog-headers": (12345, 67890, None),
     "datadog-no-priority": (555, 666, None),
     "traceparent": (int(W3C_TRACE_ID[16:], 16), int(W3C_PARENT_ID, 16), W3C_TRACE_ID[:16]),
+    "datadog-caller": (1234567, 7654321, CALLER_TID),
 }
 # Top-level fields whose values are the span contract, and the sampling and ingestion metadata Datadog's
 # backend reads, compared as values.
