@@ -29,37 +29,32 @@ fn invalid_values_exit_2_naming_the_variable() {
         ("MAX_IN_FLIGHT", "-1"),
     ];
     for (variable, value) in cases {
-        let output = run(&[(variable, value)], &[]);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(
-            output.status.code(),
-            Some(2),
-            "{variable}={value}: {stderr}"
-        );
-        assert!(stderr.contains(variable), "{variable}={value}: {stderr}");
-        assert!(
-            output.stdout.is_empty(),
-            "nothing is served or logged: {variable}"
-        );
+        assert_refused(variable, value, variable);
     }
 }
 
 /// A refusal says what would have been accepted: LOG_FORMAT's values, HOST's kind of value.
 #[test]
 fn refusals_say_what_is_allowed() {
-    for (variable, value, expected) in [
-        ("LOG_FORMAT", "xml", "(allowed: text, json)"),
-        ("HOST", "localhost", "\"localhost\" is not an IP address"),
-    ] {
-        let output = run(&[(variable, value)], &[]);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(
-            output.status.code(),
-            Some(2),
-            "{variable}={value}: {stderr}"
-        );
-        assert!(stderr.contains(expected), "{variable}={value}: {stderr}");
-    }
+    assert_refused("LOG_FORMAT", "xml", "(allowed: text, json)");
+    assert_refused("HOST", "localhost", "\"localhost\" is not an IP address");
+}
+
+/// `variable=value` stops the binary with exit code 2, serving and logging nothing, and a message
+/// on stderr that contains `expected`.
+fn assert_refused(variable: &str, value: &str, expected: &str) {
+    let output = run(&[(variable, value)], &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "{variable}={value}: {stderr}"
+    );
+    assert!(stderr.contains(expected), "{variable}={value}: {stderr}");
+    assert!(
+        output.stdout.is_empty(),
+        "nothing is served or logged: {variable}"
+    );
 }
 
 #[test]
