@@ -138,6 +138,7 @@ def make_base_images() -> dict:
         started = time.monotonic()
         sysroot = Path(subprocess.run(["rustc", "--print", "sysroot"], capture_output=True, text=True,
                                       check=True).stdout.strip())
+        (ROOT / "target").mkdir(exist_ok=True)
         with tempfile.TemporaryDirectory(dir=ROOT / "target") as tmp:
             context = Path(tmp)
             # bin, lib and libexec are the toolchain; share/ is its documentation.
