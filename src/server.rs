@@ -60,7 +60,10 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
         grace: Duration,
     ) -> std::io::Result<bool> {
-        let mut http = auto::Builder::new(TokioExecutor::new());
+        // HTTP/1.1 only: cleartext HTTP/2 (h2c) has no header-read timeout in hyper, so a client
+        // that sent its preface and then nothing would hold its slot for good; nothing that calls
+        // this service (browsers, loadgen, proxies) speaks h2c to it.
+        let mut http = auto::Builder::new(TokioExecutor::new()).http1_only();
         http.http1()
             .timer(TokioTimer::new())
             .header_read_timeout(self.header_read_timeout);
@@ -85,8 +88,10 @@ impl Application {
                 () = &mut shutdown => break,
             };
             let service = TowerToHyperService::new(self.router.clone());
+            // `serve_connection`: hyper-util 0.1.21's `serve_connection_with_upgrades` ignores
+            // `http1_only` and would answer an HTTP/2 preface (tests/api/limits.rs pins it).
             let connection = http
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(stream), service)
                 .into_owned();
             let connection = graceful.watch(connection);
             tokio::spawn(async move {

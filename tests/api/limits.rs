@@ -201,3 +201,30 @@ async fn open_loop(url: String, health_url: String) -> Load {
         health,
     }
 }
+
+/// Cleartext HTTP/2 is not served: hyper gives it no header-read timeout, so a client could hold a
+/// connection with a preface and nothing more. The preface is answered as the HTTP/1 request it is
+/// not (or not at all), never with an HTTP/2 SETTINGS frame, and closed by the header-read timeout.
+#[tokio::test]
+async fn an_http2_preface_gets_no_http2_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let agent = TestAgent::start(Behaviour::Healthy);
+    let app = spawn_app_serving(&agent.url, &["--header-read-timeout", "1s"], slow_routes()).await;
+    let address = app.address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("the connection is closed")
+        .unwrap();
+    assert!(
+        answer.is_empty() || answer.starts_with(b"HTTP/1.1 "),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+}
