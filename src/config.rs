@@ -96,6 +96,16 @@ pub struct Config {
     #[arg(long, env = "MAX_IN_FLIGHT", value_name = "MAX_IN_FLIGHT", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight: u32,
 
+    /// Fault flags (docs/faults.md): a flag-definition file in flagd's format, re-read when it
+    /// changes (the variable flagd's OpenFeature providers read for their file mode). Unset: no faults,
+    /// the file is never looked at; set and missing: every flag off until it appears.
+    #[arg(long, env = "FLAGD_OFFLINE_FLAG_SOURCE_PATH", value_name = "FLAGD_OFFLINE_FLAG_SOURCE_PATH", value_parser = flag_file)]
+    pub flagd_offline_flag_source_path: Option<std::path::PathBuf>,
+
+    /// How often the fault flag file is checked for a change, in milliseconds.
+    #[arg(long, env = "FLAGD_OFFLINE_POLL_MS", value_name = "FLAGD_OFFLINE_POLL_MS", default_value_t = 500, value_parser = clap::value_parser!(u32).range(10..=60_000))]
+    pub flagd_offline_poll_ms: u32,
+
     /// What to run: the service (no subcommand) or its own health check.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -229,6 +239,11 @@ fn non_empty(value: &str) -> Result<String, String> {
     } else {
         Ok(value.to_owned())
     }
+}
+
+/// A path to a flag file; empty means unset would be ambiguous, so it is refused.
+fn flag_file(value: &str) -> Result<std::path::PathBuf, String> {
+    non_empty(value).map(std::path::PathBuf::from)
 }
 
 /// `http://host:port`; an IPv6 literal gets its brackets.

@@ -6,6 +6,7 @@
 //! `main.rs` and the tests share [`Application`], so tests run the real service on port 0.
 
 pub mod config;
+pub mod faults;
 pub mod healthcheck;
 pub mod limits;
 pub mod routes;
@@ -44,12 +45,14 @@ pub fn with_health(router: Router, config: &Config) -> Router {
 }
 
 /// `routes` inside the layers every traced request passes, innermost first: a panic caught as 500,
-/// the request limits ([`limits`]), the trace layer. `layer` also wraps the fallback, so an unmatched
-/// path gets its span (`GET 404`) and its limits too.
+/// the fault flags ([`faults`]), the request limits ([`limits`]), the trace layer. `layer` also wraps
+/// the fallback, so an unmatched path gets its span (`GET 404`) and its limits too.
 pub fn layered(routes: Router, config: &Config) -> Router {
     routes
         // A panicking handler answers 500 inside its span instead of dropping the connection.
         .layer(CatchPanicLayer::new())
+        // Fault flags (docs/faults.md), inside the limits: an injected delay ends at the deadline.
+        .layer(faults::layer(config))
         // The deadline and the in-flight bound, inside the span: a shed request still has one.
         .layer(limits::layer(
             config.max_in_flight as usize,

@@ -23,6 +23,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::logs;
 use super::propagation::{self, Incoming};
+use crate::faults::{self, Injected};
 use crate::limits::Limited;
 
 /// Datadog operation name of the server span: the one Datadog's own Rust tracer (dd-trace-rs) gives
@@ -75,6 +76,15 @@ pub async fn trace_request(
         span.record("error.type", limited.error_type());
         span.record("error.message", limited.message());
     }
+    // A request a fault flag touched: the flags on the span, and an injected 500 says which one.
+    let fault = response.extensions().get::<Injected>();
+    if let Some(fault) = fault {
+        span.record("fault.injected", fault.flags.as_str());
+        if let Some(message) = &fault.error {
+            span.record("error.type", faults::ERROR_TYPE);
+            span.record("error.message", message.as_str());
+        }
+    }
     let elapsed = started.elapsed();
     let micros = elapsed.as_micros();
     // A child of the span, which gives the line its ids, without entering the span again.
@@ -86,6 +96,7 @@ pub async fn trace_request(
         http.url_details.path = path.as_str(),
         http.status_code = status.as_u16(),
         duration = elapsed.as_nanos() as u64,
+        fault.injected = fault.map(|f| f.flags.as_str()),
         // Milliseconds with 3 decimals, from whole microseconds (cheaper than formatting a float).
         "{method} {path} {} {}.{:03}ms",
         status.as_u16(),
@@ -133,6 +144,7 @@ fn request_span(request: &Request, layer: TraceLayer) -> Span {
         http.status_code = Empty,
         error.message = Empty,
         error.type = Empty,
+        fault.injected = Empty,
         _dd.origin = Empty,
     );
 

@@ -3,6 +3,7 @@
 
 #[path = "../common/agent.rs"]
 mod agent;
+mod faults_flags;
 mod helpers;
 mod hostile;
 mod limits;

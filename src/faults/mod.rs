@@ -1,0 +1,274 @@
+//! Faults on demand: feature flags in flagd's format that make requests slow, failing or panicking,
+//! or the process grow, so that APM and the monitors have something to find (docs/faults.md).
+//!
+//! The flags come from a file (`FLAGD_OFFLINE_FLAG_SOURCE_PATH`, re-read when it changes: [`source`]),
+//! in flagd's flag-definition format ([`flags`]); no HTTP endpoint switches them. The layer sits inside
+//! the request limits, so an injected delay still ends at `REQUEST_TIMEOUT`. A request a fault touched
+//! answers with an [`Injected`] marker, which the trace layer puts on the span (`fault.injected`, and
+//! for a 500 `error.type: fault_injected` with an `error.message` naming the flag) and the access log.
+//!
+//! With every flag off, a request costs one atomic load here: no lock, no allocation.
+
+pub mod flags;
+pub mod source;
+
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request};
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use tower::{Layer, Service};
+
+pub use source::{FlagSource, KNOWN_FLAGS, Kind};
+
+use crate::config::Config;
+
+/// The span's `error.type` of an injected 500.
+pub const ERROR_TYPE: &str = "fault_injected";
+
+/// Set on the response of a request a fault touched; read by the trace layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Injected {
+    /// The flags that acted, comma-separated: the span's `fault.injected`.
+    pub flags: String,
+    /// For an injected error: the span's `error.message`, naming the flag.
+    pub error: Option<String>,
+}
+
+/// The layer: [`Faults`] around each route, with the flags of `FLAGD_OFFLINE_FLAG_SOURCE_PATH`
+/// (none when it is unset: the file is never read).
+#[derive(Debug, Clone)]
+pub struct FaultLayer {
+    source: Option<Arc<FlagSource>>,
+}
+
+/// The fault layer of the configuration (starts the file's watcher thread when a file is set).
+pub fn layer(config: &Config) -> FaultLayer {
+    FaultLayer {
+        source: config.flagd_offline_flag_source_path.clone().map(|path| {
+            FlagSource::watch(
+                path,
+                Duration::from_millis(u64::from(config.flagd_offline_poll_ms)),
+            )
+        }),
+    }
+}
+
+impl FaultLayer {
+    /// The layer reading `source`.
+    pub fn with_source(source: Option<Arc<FlagSource>>) -> Self {
+        Self { source }
+    }
+}
+
+impl<S> Layer<S> for FaultLayer {
+    type Service = Faults<S>;
+
+    fn layer(&self, inner: S) -> Faults<S> {
+        Faults {
+            inner,
+            source: self.source.clone(),
+        }
+    }
+}
+
+/// The service: passes a request through, or acts out the faults its flags resolve to.
+#[derive(Debug, Clone)]
+pub struct Faults<S> {
+    inner: S,
+    source: Option<Arc<FlagSource>>,
+}
+
+type Boxed = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+/// The request's future: the route's own when no fault acts (no allocation), else boxed. (The route's
+/// future, axum's `RouteFuture`, is `Unpin`: no pin projection needed.)
+pub enum FaultFuture<F> {
+    Pass(F),
+    Faulted(Boxed),
+}
+
+impl<F> Future for FaultFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>> + Unpin,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            FaultFuture::Pass(inner) => Pin::new(inner).poll(cx),
+            FaultFuture::Faulted(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
+/// What the flags decided for one request.
+#[derive(Debug, Default)]
+struct Plan {
+    latency: Duration,
+    leak_bytes: usize,
+    panic: bool,
+    failure: bool,
+    flags: Vec<String>,
+    error_flag: Option<String>,
+}
+
+impl<S> Service<Request> for Faults<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + Unpin + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = FaultFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let snapshot = match &self.source {
+            Some(source) => source.snapshot(),
+            None => None,
+        };
+        let Some(snapshot) = snapshot else {
+            return FaultFuture::Pass(self.inner.call(request));
+        };
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("", MatchedPath::as_str);
+        let context = flags::Context {
+            route,
+            method: request.method().as_str(),
+            targeting_key: random(),
+        };
+        let plan = plan(&snapshot, &context);
+        if plan.flags.is_empty() {
+            return FaultFuture::Pass(self.inner.call(request));
+        }
+        // The clone that was not polled ready stays here; the ready one serves this request.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let source = self.source.clone().expect("a snapshot comes from a source");
+        FaultFuture::Faulted(Box::pin(async move {
+            if !plan.latency.is_zero() {
+                tokio::time::sleep(plan.latency).await;
+            }
+            if plan.leak_bytes > 0 && !source.leak(plan.leak_bytes) {
+                tracing::warn!(
+                    target: "apm_demo::faults",
+                    "memoryLeakKb: {} MiB retained, the cap; not growing further",
+                    source::LEAK_CAP_BYTES >> 20
+                );
+            }
+            let flags = plan.flags.join(",");
+            if plan.panic {
+                let flag = plan.error_flag.unwrap_or_default();
+                let caught = std::panic::catch_unwind(|| {
+                    panic!("fault injected by flag {flag}: the handler panicked")
+                });
+                let message = caught
+                    .err()
+                    .and_then(|p| p.downcast::<String>().ok())
+                    .map_or_else(|| "panic".to_owned(), |m| *m);
+                return Ok(answer_500(
+                    flags,
+                    format!("{message} (caught, answered 500)"),
+                ));
+            }
+            if plan.failure {
+                let flag = plan.error_flag.unwrap_or_default();
+                return Ok(answer_500(
+                    flags,
+                    format!("fault injected by flag {flag}: answered 500 instead of the handler"),
+                ));
+            }
+            let mut response = inner.call(request).await?;
+            response
+                .extensions_mut()
+                .insert(Injected { flags, error: None });
+            Ok(response)
+        }))
+    }
+}
+
+fn answer_500(flags: String, message: String) -> Response {
+    let mut response = StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    response.extensions_mut().insert(Injected {
+        flags,
+        error: Some(message),
+    });
+    response
+}
+
+/// The faults the enabled flags resolve to for one request.
+fn plan(snapshot: &source::Snapshot, context: &flags::Context<'_>) -> Plan {
+    let mut plan = Plan::default();
+    for (kind, flag) in &snapshot.flags {
+        let Some(resolution) = flag.resolve(context) else {
+            continue;
+        };
+        let value = resolution.value;
+        let acted = match kind {
+            Kind::Latency => match value.as_f64() {
+                Some(ms) if ms > 0.0 => {
+                    plan.latency += Duration::from_secs_f64(ms.min(3_600_000.0) / 1000.0);
+                    true
+                }
+                _ => false,
+            },
+            Kind::MemoryLeak => match value.as_f64() {
+                Some(kb) if kb > 0.0 => {
+                    plan.leak_bytes += (kb.min(1_048_576.0) * 1024.0) as usize;
+                    true
+                }
+                _ => false,
+            },
+            Kind::Panic | Kind::Failure => {
+                let on = value.as_bool() == Some(true);
+                if on && plan.error_flag.is_none() {
+                    plan.error_flag = Some(flag.key.clone());
+                    match kind {
+                        Kind::Panic => plan.panic = true,
+                        _ => plan.failure = true,
+                    }
+                }
+                on
+            }
+        };
+        if acted {
+            plan.flags.push(flag.key.clone());
+        }
+    }
+    plan
+}
+
+/// splitmix64's output function: a well-mixed 64-bit value from a counter.
+pub(crate) fn next_random(counter: u64) -> u64 {
+    let mut z = counter.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A request's random targeting key: splitmix64, one counter per thread, seeded at random.
+fn random() -> u64 {
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            use std::hash::BuildHasher;
+            std::collections::hash_map::RandomState::new().hash_one(std::thread::current().id())
+        });
+    }
+    STATE.with(|state| {
+        let counter = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        state.set(counter);
+        next_random(counter)
+    })
+}
