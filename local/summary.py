@@ -5,7 +5,9 @@ hits, errors (spans flagged as errors: 5xx), client errors (4xx, not errors), p5
 span's duration. With --loadgen, puts next to them the latency loadgen measured from the client side,
 labelled as such. With --out-dir, keeps the traces (traces.json, as the agent returned them) and a
 page that draws each trace as a waterfall of its spans with their tags (traces.html, self-contained:
-no network, no server). Standard library only.
+no network, no server). With --fault and --fault-start (`make local FAULT=<flag>`), also the error rate
+and p99 per resource before and during the fault, and which monitors would have warned or alerted,
+evaluated on the spans of each window. Standard library only.
 """
 
 import argparse
@@ -53,6 +55,100 @@ def summarise(spans, service):
         }
         for resource, row in sorted(resources.items())
     }
+
+
+# The monitors a fault should set off, as provision would declare them (Datadog's query syntax and
+# thresholds), evaluated here on the spans the test agent received. provision/ declares only my_metric's
+# monitor so far: these are "would-be" monitors, defined here and nowhere else.
+# TODO: when the issue that adds the service's APM monitors to provision/ lands, read their queries and
+# thresholds from provision (`provision plan --json`) instead, so that the two cannot drift.
+WOULD_BE_MONITORS = [
+    {
+        "name": "would-be: apm-demo error rate by resource",
+        "query": ("sum(last_5m):sum:trace.http.server.request.errors{service:apm-demo} by {resource_name}"
+                  ".as_count() / sum:trace.http.server.request.hits{service:apm-demo} by {resource_name}"
+                  ".as_count() > 0.05"),
+        "metric": "error_rate",
+        "unit": "",
+        "thresholds": {"warning": 0.02, "critical": 0.05},
+    },
+    {
+        "name": "would-be: apm-demo p99 latency by resource",
+        "query": "percentile(last_5m):p99:trace.http.server.request{service:apm-demo} by {resource_name} > 0.5",
+        "metric": "p99_s",
+        "unit": "s",
+        "thresholds": {"warning": 0.25, "critical": 0.5},
+    },
+]
+
+
+def window_figures(spans, service, start=None, end=None):
+    """Per resource, over the server spans that started in [start, end) (ns; None: unbounded): hits,
+    errors, error_rate, p99_s: what the monitors' metrics would be over that window."""
+    figures = {}
+    for span in spans:
+        if span.get("service") != service or span.get("name") != SERVER_SPAN:
+            continue
+        begun = span.get("start", 0)
+        if (start is not None and begun < start) or (end is not None and begun >= end):
+            continue
+        row = figures.setdefault(span["resource"], {"hits": 0, "errors": 0, "durations": []})
+        row["hits"] += 1
+        row["errors"] += int(span.get("error", 0))
+        row["durations"].append(span["duration"] / 1e9)
+    return {
+        resource: {"hits": row["hits"], "errors": row["errors"],
+                   "error_rate": row["errors"] / row["hits"],
+                   "p99_s": percentile(row["durations"], 0.99)}
+        for resource, row in sorted(figures.items())
+    }
+
+
+def monitor_states(figures, monitors=WOULD_BE_MONITORS):
+    """Each monitor's state per resource (its `by {resource_name}` groups): OK, WARN or ALERT, as
+    Datadog compares a value above its thresholds."""
+    states = []
+    for monitor in monitors:
+        for resource, row in figures.items():
+            value = row[monitor["metric"]]
+            state = ("ALERT" if value > monitor["thresholds"]["critical"]
+                     else "WARN" if value > monitor["thresholds"]["warning"] else "OK")
+            states.append({"monitor": monitor["name"], "resource": resource, "value": value, "state": state})
+    return states
+
+
+def fault_report(spans, service, fault, fault_start):
+    """The printed comparison of before and during the fault, and the monitors' states in each."""
+    before = window_figures(spans, service, end=fault_start)
+    during = window_figures(spans, service, start=fault_start)
+    lines = [f"FAULT={fault}: before (spans that started before it went on) and during",
+             f"{'resource':<22} {'hits':>6} {'errors':>7} {'error %':>8} {'p99 ms':>9}    "
+             f"{'hits':>6} {'errors':>7} {'error %':>8} {'p99 ms':>9}"]
+    for resource in sorted(set(before) | set(during)):
+        cells = []
+        for window in (before, during):
+            row = window.get(resource)
+            cells.append(f"{row['hits']:>6} {row['errors']:>7} {100 * row['error_rate']:>8.1f} "
+                         f"{1000 * row['p99_s']:>9.1f}" if row else f"{'-':>6} {'-':>7} {'-':>8} {'-':>9}")
+        lines.append(f"{resource:<22} {cells[0]}    {cells[1]}")
+    states = {"before": monitor_states(before), "during": monitor_states(during)}
+    lines += ["", "monitors (evaluated on each window's spans; Datadog evaluates the last 5 minutes):"]
+    for monitor in WOULD_BE_MONITORS:
+        thresholds = monitor["thresholds"]
+        lines.append(f"  {monitor['name']}: warning > {thresholds['warning']}{monitor['unit']}, "
+                     f"alert > {thresholds['critical']}{monitor['unit']}")
+        lines.append(f"    {monitor['query']}")
+        fired = False
+        for window in ("before", "during"):
+            for state in states[window]:
+                if state["monitor"] == monitor["name"] and state["state"] != "OK":
+                    fired = True
+                    lines.append(f"    {window}: {state['state']} on {state['resource']} "
+                                 f"({state['value']:.3f}{monitor['unit']})")
+        if not fired:
+            lines.append("    OK throughout: would not have fired")
+    return lines, {"fault": fault, "fault_start": fault_start, "before": before, "during": during,
+                   "monitors": states}
 
 
 def client_latency(load, resources):
@@ -220,6 +316,8 @@ def main():
     parser.add_argument("--loadgen", help="loadgen's --json summary")
     parser.add_argument("--json-out", help="also write the summary here, as JSON")
     parser.add_argument("--out-dir", help="keep traces.json and traces.html here")
+    parser.add_argument("--fault", help="the fault flag switched on during the run (make local FAULT=...)")
+    parser.add_argument("--fault-start", type=int, help="when it was switched on, in ns since the epoch")
     args = parser.parse_args()
 
     with urllib.request.urlopen(f"{args.agent}/test/traces") as response:
@@ -239,6 +337,10 @@ def main():
     print(f"\ntrace checks of the test agent: {checks}")
 
     summary = {"service": args.service, "resources": resources, "trace_checks": checks}
+    if args.fault and args.fault_start:
+        lines, summary["fault"] = fault_report(spans, args.service, args.fault, args.fault_start)
+        print("")
+        print("\n".join(lines))
     if load:
         summary["loadgen"] = {"requests": load["requests"], "errors": load["errors"],
                               "status_codes": load["status_codes"], "achieved_rate": load["achieved_rate"],

@@ -216,3 +216,35 @@ impl FlagSource {
         now
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOCAL_FLAGS: &str = include_str!("../../local/flags.json");
+
+    #[test]
+    fn local_flags_json_is_valid_with_every_flag_off_and_each_one_can_be_switched_on() {
+        assert!(Snapshot::parse(LOCAL_FLAGS).unwrap().flags.is_empty());
+        for (key, kind) in KNOWN_FLAGS {
+            let mut file: serde_json::Value = serde_json::from_str(LOCAL_FLAGS).unwrap();
+            file["flags"][key]["state"] = "ENABLED".into();
+            let snapshot = Snapshot::parse(&file.to_string()).unwrap();
+            assert_eq!(snapshot.flags.len(), 1, "{key}");
+            assert_eq!(
+                (snapshot.flags[0].0, snapshot.flags[0].1.key.as_str()),
+                (*kind, *key)
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_checked_but_ignored_and_evaluators_refused() {
+        let other = r#"{"flags": {"adFailure": {"state": "ENABLED", "variants": {"on": true}, "defaultVariant": "on"}}}"#;
+        assert!(Snapshot::parse(other).unwrap().flags.is_empty());
+        let broken = r#"{"flags": {"adFailure": {"state": "ENABLED", "variants": {"on": true}, "defaultVariant": "no"}}}"#;
+        assert!(Snapshot::parse(broken).unwrap_err().contains("adFailure"));
+        let shared = r#"{"flags": {}, "$evaluators": {"x": {"in": ["a", "b"]}}}"#;
+        assert!(Snapshot::parse(shared).unwrap_err().contains("$evaluators"));
+    }
+}

@@ -1,0 +1,105 @@
+"""`make local FAULT=<flag>`'s summary: the windows before and during the fault, and the would-be
+monitors' states, against figures computed by hand; and FAULT's refusal of a name local/flags.json does
+not have."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "local"))
+
+import summary  # noqa: E402
+
+START = 1_800_000_000_000_000_000  # ns
+FAULT_AT = START + 10_000_000_000  # 10 s later
+
+
+def span(resource, at_s, duration_ms, error=0, service="apm-demo"):
+    return {"service": service, "name": summary.SERVER_SPAN, "resource": resource,
+            "start": START + int(at_s * 1e9), "duration": int(duration_ms * 1e6), "error": error, "meta": {}}
+
+
+def spans():
+    """Before (0-10 s): /api/trace 100 hits, 1 error, 99 at 2 ms and 1 at 300 ms; / 50 hits at 1 ms.
+    During (10-20 s): /api/trace 100 hits, 8 errors, 97 at 2 ms and 3 at 600 ms; / 50 hits at 1 ms.
+    Plus spans the summary must ignore: another service's, and a client span."""
+    out = []
+    for i in range(100):
+        out.append(span("GET /api/trace", i * 0.1, 300 if i == 50 else 2, error=int(i == 7)))
+        out.append(span("GET /api/trace", 10 + i * 0.1, 600 if i in (10, 20, 30) else 2, error=int(i < 8)))
+    for i in range(50):
+        out.append(span("GET /", i * 0.2, 1))
+        out.append(span("GET /", 10 + i * 0.2, 1))
+    out.append(span("GET /api/trace", 15, 5000, error=1, service="other"))
+    out.append({**span("GET /api/trace", 15, 5000, error=1), "name": "mysql.query"})
+    return out
+
+
+def test_windows_split_at_the_fault_with_hand_computed_figures():
+    before = summary.window_figures(spans(), "apm-demo", end=FAULT_AT)
+    during = summary.window_figures(spans(), "apm-demo", start=FAULT_AT)
+    assert before["GET /api/trace"]["hits"] == 100
+    assert before["GET /api/trace"]["errors"] == 1
+    assert before["GET /api/trace"]["error_rate"] == 0.01
+    # p99 of 100 values, nearest rank as the summary's percentile(): index int(0.99 * 100) = 99, the
+    # largest: the one 300 ms span.
+    assert before["GET /api/trace"]["p99_s"] == 0.3
+    assert during["GET /api/trace"]["errors"] == 8
+    assert during["GET /api/trace"]["error_rate"] == 0.08
+    assert during["GET /api/trace"]["p99_s"] == 0.6
+    assert before["GET /"] == during["GET /"] == {"hits": 50, "errors": 0, "error_rate": 0.0, "p99_s": 0.001}
+
+
+def test_the_monitors_would_warn_and_alert_as_their_thresholds_say():
+    before = summary.monitor_states(summary.window_figures(spans(), "apm-demo", end=FAULT_AT))
+    during = summary.monitor_states(summary.window_figures(spans(), "apm-demo", start=FAULT_AT))
+    error_rate, latency = (m["name"] for m in summary.WOULD_BE_MONITORS)
+
+    def state(states, monitor, resource):
+        return next(s["state"] for s in states if s["monitor"] == monitor and s["resource"] == resource)
+
+    # Error rate: 1% before (OK: warning above 2%), 8% during (ALERT: above 5%).
+    assert state(before, error_rate, "GET /api/trace") == "OK"
+    assert state(during, error_rate, "GET /api/trace") == "ALERT"
+    # p99: 0.3 s before (WARN: above 0.25 s), 0.6 s during (ALERT: above 0.5 s).
+    assert state(before, latency, "GET /api/trace") == "WARN"
+    assert state(during, latency, "GET /api/trace") == "ALERT"
+    assert {state(w, m, "GET /") for w in (before, during) for m in (error_rate, latency)} == {"OK"}
+
+
+def test_the_thresholds_are_in_the_queries_they_print():
+    for monitor in summary.WOULD_BE_MONITORS:
+        assert monitor["query"].endswith(f"> {monitor['thresholds']['critical']}"), monitor["name"]
+        assert monitor["thresholds"]["warning"] < monitor["thresholds"]["critical"]
+        assert monitor["name"].startswith("would-be: ")
+
+
+def test_the_printed_report_names_what_fired_and_when():
+    lines, data = summary.fault_report(spans(), "apm-demo", "routeFailure", FAULT_AT)
+    text = "\n".join(lines)
+    assert text.startswith("FAULT=routeFailure: before")
+    assert "during: ALERT on GET /api/trace (0.080)" in text
+    assert "before: WARN on GET /api/trace (0.300s)" in text
+    row = next(line for line in lines if line.startswith("GET /api/trace"))
+    assert row.split() == ["GET", "/api/trace", "100", "1", "1.0", "300.0", "100", "8", "8.0", "600.0"]
+    assert data["during"]["GET /api/trace"]["errors"] == 8
+
+
+def test_flags_json_has_every_flag_off_and_described():
+    flags = json.loads((ROOT / "local" / "flags.json").read_text())["flags"]
+    assert set(flags) == {"routeLatencyMs", "routeLatencyTailMs", "routeFailure", "routePanic", "memoryLeakKb"}
+    for key, flag in flags.items():
+        assert flag["state"] == "DISABLED", key
+        assert flag["description"], key
+
+
+def test_an_unknown_fault_is_refused_with_the_flags_named(tmp_path):
+    result = subprocess.run([str(ROOT / "local" / "run.sh")], cwd=ROOT, capture_output=True, text=True,
+                            env=dict(os.environ, OUT=str(tmp_path), FAULT="noSuchFlag", BIN_DIR=str(tmp_path)),
+                            timeout=60)
+    assert result.returncode == 1
+    assert "FAULT=noSuchFlag is not a flag of local/flags.json: routeLatencyMs, routeLatencyTailMs, " \
+           "routeFailure, routePanic, memoryLeakKb" in result.stderr, result.stderr
