@@ -8,7 +8,10 @@
 # behind goes to OUT (default local/last-run): the logs, loadgen's summary, the traces (traces.json)
 # and a page drawing each trace as a waterfall of its spans (traces.html). PORT=0 serves on a free
 # port (the default is the Flask app's 5050). The binaries come from BIN_DIR (default: cargo's target
-# directory, CARGO_TARGET_DIR honoured, /release).
+# directory, CARGO_TARGET_DIR honoured, /release). The service reads its fault flags from
+# local/flags.json (all off; edit it while a run goes to switch one). FAULT=<flag> (a key of that
+# file) switches that flag on a third of the way into the load, in a copy of the file, and the summary
+# compares before and during the fault, with the monitors that would have fired (docs/faults.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +20,8 @@ RATE=${RATE:-50}
 PORT=${PORT:-5050}
 OUT=${OUT:-local/last-run}
 KEEP=${KEEP:-}
+FAULT=${FAULT:-}
+FLAGS=local/flags.json
 BIN_DIR=${BIN_DIR:-$(local/bin-dir.sh)}
 SERVICE=apm-demo
 TEST_AGENT=.venv/bin/ddapm-test-agent
@@ -59,6 +64,10 @@ wait_for() { # wait_for SECONDS WHAT PID LOG COMMAND...: until COMMAND succeeds,
 step() { printf '\n== %s\n' "$*"; }
 
 # What the run needs, named before anything starts.
+if [[ -n $FAULT ]]; then
+    python3 -c 'import json, sys; sys.exit(sys.argv[2] not in json.load(open(sys.argv[1]))["flags"])' "$FLAGS" "$FAULT" ||
+        fail "FAULT=$FAULT is not a flag of $FLAGS: $(python3 -c 'import json, sys; print(", ".join(json.load(open(sys.argv[1]))["flags"]))' "$FLAGS")"
+fi
 for binary in "$BIN_DIR/apm-demo" "$BIN_DIR/loadgen"; do
     [[ -x $binary ]] || fail "$binary is missing: \`make release\` builds it there (\`make local\` does it first)"
 done
@@ -93,7 +102,13 @@ wait_for 60 "the test agent" "$agent_pid" "$OUT/test-agent.log" curl -fsS "http:
 echo "listening on http://127.0.0.1:$agent_port"
 
 step "the service ($BIN_DIR/apm-demo), traces to the test agent"
-HOST=127.0.0.1 PORT=$PORT DD_SERVICE=$SERVICE DD_ENV=local DD_TRACE_AGENT_URL="http://127.0.0.1:$agent_port" \
+flags_file=$PWD/$FLAGS
+if [[ -n $FAULT ]]; then
+    flags_file=$work/flags.json
+    cp "$FLAGS" "$flags_file"
+fi
+echo "fault flags: $flags_file (all off$([[ -n $FAULT ]] && echo "; FAULT=$FAULT switches $FAULT on during the load"))"
+FLAGD_OFFLINE_FLAG_SOURCE_PATH=$flags_file FLAGD_OFFLINE_POLL_MS=100 HOST=127.0.0.1 PORT=$PORT DD_SERVICE=$SERVICE DD_ENV=local DD_TRACE_AGENT_URL="http://127.0.0.1:$agent_port" \
     LOG_FORMAT=json "$BIN_DIR/apm-demo" >"$OUT/app.log" 2>&1 &
 app=$!
 pids+=("$app")
@@ -104,7 +119,34 @@ echo "serving on http://$address (open it in a browser while the load runs)"
 step "load: $RATE requests/s for $DURATION, each starting a Datadog trace"
 echo "(latency here is client-side: loadgen's time from sending a request to reading its answer)"
 "$BIN_DIR/loadgen" "http://$address" --rate "$RATE" --duration "$DURATION" --connections 8 \
-    --trace-headers datadog --json >"$OUT/loadgen.json" || fail "loadgen failed (status $?): its message is above"
+    --trace-headers datadog --json >"$OUT/loadgen.json" &
+loadgen=$!
+pids+=("$loadgen")
+fault_args=()
+if [[ -n $FAULT ]]; then
+    # A third of the way into the load, FAULT's flag is switched on (the file replaced whole, as an
+    # editor does); the service reads it within FLAGD_OFFLINE_POLL_MS (100 ms here).
+    seconds=$(python3 -c 'import re, sys
+units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+print(sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", sys.argv[1])))' "$DURATION")
+    sleep "$(python3 -c 'import sys; print(float(sys.argv[1]) / 3)' "$seconds")"
+    rss_before=$(awk '/VmRSS/ {print $2}' "/proc/$app/status")
+    fault_start=$(date +%s%N)
+    python3 -c 'import json, os, sys
+path, flag = sys.argv[1], sys.argv[2]
+flags = json.load(open(path))
+flags["flags"][flag]["state"] = "ENABLED"
+with open(path + ".new", "w") as f:
+    json.dump(flags, f, indent=2)
+os.replace(path + ".new", path)' "$flags_file" "$FAULT"
+    echo "FAULT=$FAULT: switched on at $(date -u +%H:%M:%S) UTC, $(printf %.1f "$(python3 -c 'import sys; print(float(sys.argv[1]) / 3)' "$seconds")") s into the load: $(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["flags"][sys.argv[2]].get("description", ""))' "$flags_file" "$FAULT")"
+    fault_args=(--fault "$FAULT" --fault-start "$fault_start")
+fi
+wait "$loadgen" || fail "loadgen failed (status $?): its message is above"
+if [[ -n $FAULT ]]; then
+    rss_after=$(awk '/VmRSS/ {print $2}' "/proc/$app/status")
+    echo "the service's resident memory: $((rss_before / 1024)) MiB when $FAULT went on, $((rss_after / 1024)) MiB at the end of the load"
+fi
 
 step "MariaDB (started with the test agent) and the Datadog Agent's setup SQL (agent-config/mysql/datadog-user.sh)"
 wait_for 60 MariaDB "$mysql_pid" "$OUT/mariadb.log" mariadb --no-defaults --socket="$mysql_socket" -uroot -e 'SELECT 1'
@@ -122,7 +164,8 @@ grep '"stopped"' "$OUT/app.log" || true
 
 step "what Datadog's APM service page would show for $SERVICE"
 python3 local/summary.py --agent "http://127.0.0.1:$agent_port" --service "$SERVICE" \
-    --loadgen "$OUT/loadgen.json" --out-dir "$OUT" --json-out "${SUMMARY_JSON:-$OUT/summary.json}"
+    --loadgen "$OUT/loadgen.json" --out-dir "$OUT" --json-out "${SUMMARY_JSON:-$OUT/summary.json}" \
+    ${fault_args[@]+"${fault_args[@]}"}
 echo "logs, loadgen's summary and the traces are kept in $OUT/"
 
 if [[ -n $KEEP ]]; then
