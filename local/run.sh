@@ -9,7 +9,7 @@
 # and a page drawing each trace as a waterfall of its spans (traces.html). PORT=0 serves on a free
 # port (the default is the Flask app's 5050). The binaries come from BIN_DIR (default: cargo's target
 # directory, CARGO_TARGET_DIR honoured, /release). The service reads its fault flags from
-# local/flags.json (all off; edit it while a run goes to switch one). FAULT=<flag> (a key of that
+# local/flags/flags.json (all off; edit it while a run goes to switch one). FAULT=<flag> (a key of that
 # file) switches that flag on a third of the way into the load, in a copy of the file, and the summary
 # compares before and during the fault, with the monitors that would have fired (docs/faults.md).
 set -euo pipefail
@@ -21,7 +21,7 @@ PORT=${PORT:-5050}
 OUT=${OUT:-local/last-run}
 KEEP=${KEEP:-}
 FAULT=${FAULT:-}
-FLAGS=local/flags.json
+FLAGS=local/flags/flags.json
 BIN_DIR=${BIN_DIR:-$(local/bin-dir.sh)}
 SERVICE=apm-demo
 TEST_AGENT=.venv/bin/ddapm-test-agent

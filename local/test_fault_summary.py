@@ -1,6 +1,6 @@
 """`make local FAULT=<flag>`'s summary: the windows before and during the fault, and the would-be
-monitors' states, against figures computed by hand; and FAULT's refusal of a name local/flags.json does
-not have."""
+monitors' states, against figures computed by hand; local/flags/flags.json; and FAULT's refusal of a
+name that file does not have."""
 
 import json
 import os
@@ -89,7 +89,7 @@ def test_the_printed_report_names_what_fired_and_when():
 
 
 def test_flags_json_has_every_flag_off_and_described():
-    flags = json.loads((ROOT / "local" / "flags.json").read_text())["flags"]
+    flags = json.loads((ROOT / "local" / "flags" / "flags.json").read_text())["flags"]
     assert set(flags) == {"routeLatencyMs", "routeLatencyTailMs", "routeFailure", "routePanic", "memoryLeakKb"}
     for key, flag in flags.items():
         assert flag["state"] == "DISABLED", key
@@ -101,5 +101,5 @@ def test_an_unknown_fault_is_refused_with_the_flags_named(tmp_path):
                             env=dict(os.environ, OUT=str(tmp_path), FAULT="noSuchFlag", BIN_DIR=str(tmp_path)),
                             timeout=60)
     assert result.returncode == 1
-    assert "FAULT=noSuchFlag is not a flag of local/flags.json: routeLatencyMs, routeLatencyTailMs, " \
+    assert "FAULT=noSuchFlag is not a flag of local/flags/flags.json: routeLatencyMs, routeLatencyTailMs, " \
            "routeFailure, routePanic, memoryLeakKb" in result.stderr, result.stderr

@@ -221,7 +221,7 @@ impl FlagSource {
 mod tests {
     use super::*;
 
-    const LOCAL_FLAGS: &str = include_str!("../../local/flags.json");
+    const LOCAL_FLAGS: &str = include_str!("../../local/flags/flags.json");
 
     #[test]
     fn local_flags_json_is_valid_with_every_flag_off_and_each_one_can_be_switched_on() {
