@@ -4,6 +4,7 @@
 #[path = "../common/agent.rs"]
 mod agent;
 mod faults_flags;
+mod filters;
 mod helpers;
 mod hostile;
 mod limits;
