@@ -5,7 +5,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: run local release install bin-dir venv-note test lint test-rust conformance test-python test-compose mariadb chromium venv bench bench-loadgen bench-tracing bench-instructions bench-dd-trace-rs bench-seed bench-memory bench-export bench-tools
+.PHONY: run local release install bin-dir venv-note test lint test-rust conformance test-python test-compose mariadb chromium venv bench bench-loadgen bench-tracing bench-instructions bench-dd-trace-rs bench-seed bench-memory bench-export bench-tools test-parity bench-gate bench-budget-update bench-gate-tools
 
 # The release binaries are built one way for every command that runs them (release, run, local,
 # install, bin-dir; the test and bench targets through `release`): one cargo invocation, so that
@@ -44,8 +44,9 @@ venv-note:
 	@test $(VENV)/.installed -nt requirements.txt || \
 		echo "installing Datadog's test agent and the other Python tools into $(VENV) (pip prints nothing: 30 s to 2 minutes, once)"
 
-## test: lint, the Rust tests, the conformance suite against Datadog's test agent, the Python suites
-test: lint test-rust conformance test-python test-compose
+## test: lint, the Rust tests, the conformance suite against Datadog's test agent, the Python suites,
+## the parity test against Datadog's own tracer and the instruction budget
+test: lint test-rust conformance test-python test-compose test-parity bench-gate
 
 lint:
 	$(CARGO) fmt --all --check
@@ -153,6 +154,26 @@ bench-memory: bench-tools
 ## bench-export: spans received / requests sent at 1000 req/s for 30 s
 bench-export: bench-tools
 	python3 bench/bench_export.py
+
+## test-parity: the seed's Flask app under ddtrace-run and the release service against one test agent,
+## the same requests (seed routes, 404, 405, every propagation case of the conformance suite), their
+## spans compared with the committed list of expected differences (tests/parity)
+test-parity: venv release
+	$(VENV)/bin/pytest -q tests/parity
+
+## bench-gate: instructions per request (callgrind), traced and untraced, for each route of
+## bench/budget.json; fails when one exceeds its budget by more than 3% (2 runs at a time: about
+## 1.5 minutes for 3 routes)
+bench-gate: release bench-gate-tools
+	python3 bench/gate_instructions.py
+
+## bench-budget-update: measure and write bench/budget.json, after an intended change (commit it, saying why)
+bench-budget-update: release bench-gate-tools
+	python3 bench/gate_instructions.py --update
+
+bench-gate-tools:
+	$(CARGO) build --release -p loadgen --example hello_server
+	@command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind >/dev/null)
 
 ## venv: the Python tools of the tests, pinned in requirements.txt
 venv: $(VENV)/.installed

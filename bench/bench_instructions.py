@@ -8,30 +8,52 @@ the cost of one request, start-up and shutdown cancelling out. Spans go to a nul
 
 With --dd-trace-rs, the same for the fixture in dd_trace_rs/: the service's request span exported by
 Datadog's own tracer instead (no log lines there, so compare what tracing adds, not the totals).
+
+`per_request` is what the CI gate (gate_instructions.py, `make bench-gate`) measures for each route of
+bench/budget.json.
 """
 
 import argparse
+import json
 import os
 import re
+import subprocess
 import tempfile
 import time
 
-from common import RELEASE, ROOT, Process, free_port, loadgen, null_sink, service_env, wait_for_port
+from common import LOAD_CPU, RELEASE, ROOT, Process, free_port, null_sink, pinned, service_env, wait_for_port
 
 
-def total_instructions(binary, env, requests):
-    """Instructions `binary` executed, start to exit, serving `requests` requests on $PORT."""
+def send(base_url, requests, path, status):
+    """`requests` requests of `path` with loadgen, every one of which must answer `status`."""
+    argv = pinned(LOAD_CPU, [os.path.join(RELEASE, "loadgen"), base_url, "--json", "--mix", f"{path}=1",
+                             "-c", "4", "-n", str(requests), "--timeout", "30s"])
+    summary = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
+    if set(summary["status_codes"]) != {str(status)}:
+        raise RuntimeError(f"{base_url}{path} answered {summary['status_codes']}, not only {status}")
+
+
+def total_instructions(binary, env, requests, path="/api/apm", status=200):
+    """Instructions `binary` executed, start to exit, serving `requests` requests of `path` on $PORT."""
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "callgrind.out")
         argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary]
         with Process(argv, env={**env, "PORT": str(port)}) as server:
             wait_for_port(port, timeout=120)
-            loadgen(f"http://127.0.0.1:{port}", "-c", "4", "-n", str(requests), "--timeout", "30s", path="/api/apm")
+            send(f"http://127.0.0.1:{port}", requests, path, status)
             time.sleep(1.5)  # the export thread sends the last batch within its 1 s flush interval
             server.stop()  # SIGTERM: a graceful exit, after which callgrind writes its totals
         with open(out) as f:
             return int(re.search(r"^summary: (\d+)", f.read(), re.M).group(1))
+
+
+def per_request(subject, traced, sink_url, requests, extra, path="/api/apm", status=200):
+    """Instructions per request: the totals of runs of `requests` and `requests + extra` requests, their
+    difference divided by `extra` (start-up and shutdown cancel out)."""
+    first = total_instructions(*subject(traced, sink_url), requests, path, status)
+    second = total_instructions(*subject(traced, sink_url), requests + extra, path, status)
+    return (second - first) / extra
 
 
 def service(traced, sink_url):
@@ -59,14 +81,12 @@ def main():
     sink, sink_url = null_sink()
     with sink:
         for name, subject in subjects:
-            per_request = {}
+            figures = {}
             for traced in (False, True):
-                first = total_instructions(*subject(traced, sink_url), args.requests)
-                second = total_instructions(*subject(traced, sink_url), args.requests + args.extra)
-                per_request[traced] = (second - first) / args.extra
-                print(f"  {name}, {'traced  ' if traced else 'untraced'} {per_request[traced]:>9,.0f} instructions per request",
+                figures[traced] = per_request(subject, traced, sink_url, args.requests, args.extra)
+                print(f"  {name}, {'traced  ' if traced else 'untraced'} {figures[traced]:>9,.0f} instructions per request",
                       flush=True)
-            on, off = per_request[True], per_request[False]
+            on, off = figures[True], figures[False]
             print(f"{name}: tracing adds {on - off:,.0f} instructions per request: traced / untraced = {on / off:.3f}\n")
 
 
