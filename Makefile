@@ -61,6 +61,7 @@ conformance: venv
 	DDAPM_TEST_AGENT=$(CURDIR)/$(VENV)/bin/ddapm-test-agent \
 		$(CARGO) test --release --features conformance --test conformance
 	$(CARGO) test --release --features conformance --test faults -- --test-threads=1
+	$(CARGO) test --release --features conformance --test limits -- --test-threads=1
 
 ## test-python: agent-config (custom check, MySQL setup on a real MariaDB), the compose file and
 ## Dockerfiles, the secret scan, a headless Chromium on the service, `make local` end to end, and
