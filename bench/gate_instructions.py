@@ -1,17 +1,17 @@
 """bench-gate: instructions per request against the committed budget (bench/budget.json); CI fails past it.
 
 For each route of the budget (a seed route, a 404, and any route added there later: a database route, a
-route with a flag evaluated), the release service runs under callgrind untraced and traced, as
-`make bench-instructions` measures it (bench_instructions.total_instructions: the difference of two
-runs, `requests` and `requests + extra` requests, divided by `extra`), two runs at a time. A figure more than `tolerance_percent`
-above its budget fails the gate, which prints the old and new figures and how to accept them.
+route with a flag evaluated), the release service runs under callgrind untraced and traced, as `make
+bench-instructions` measures it (bench_instructions.total_instructions: the difference of two runs,
+`requests` and `requests + extra` requests, divided by `extra`), two runs at a time. A figure more than
+`tolerance_percent` above its budget fails the gate, which prints the old and new figures and how to
+accept them.
 
     python3 bench/gate_instructions.py            # the gate (make bench-gate, run by make test)
     python3 bench/gate_instructions.py --update   # measure and write the figures (make bench-budget-update)
 
 A new route: add {"name", "path", "status"} (and "env", settings of its own, e.g. a flag file) to
-"routes" in budget.json and run `make bench-budget-update`.
-"""
+"routes" in budget.json and run `make bench-budget-update`."""
 
 import argparse
 import json

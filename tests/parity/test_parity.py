@@ -5,23 +5,22 @@ requirements.txt) and this service's release binary runs beside it; both send to
 (ddapm-test-agent) on free loopback ports, and both get the same requests: the three seed routes, a 404,
 a 405, and every propagation case of the conformance suite (Datadog headers with and without a priority,
 W3C `traceparent`, malformed headers), plus what a caller traced by a Datadog tracer sends (priority 2
-and `x-datadog-tags` with the high bits of a 128-bit id and the decision maker). For each request, the service-entry span of each tracer is
-reduced to its shape: the top-level fields (with the values that are the contract: name, resource,
-type, error), how its ids relate to the incoming headers (continued, new, zero), every meta and metrics
-key with the shape of its value (type, and for ids their width: decimal, 16 or 32 hex digits), and the
-values of the sampling and ingestion keys (`_sampling_priority_v1`, `_dd.measured`, `_dd.p.dm`,
-`_dd.origin`) and of the HTTP keys trace metrics are tagged with. Durations, timestamps and random ids
-are never compared.
+and `x-datadog-tags` with the high bits of a 128-bit id and the decision maker). For each request, the
+service-entry span of each tracer is reduced to its shape: the top-level fields (with the values that
+are the contract: name, resource, type, error), how its ids relate to the incoming headers (continued,
+new, zero), every meta and metrics key with the shape of its value (type, and for ids their width:
+decimal, 16 or 32 hex digits), and the values of the sampling and ingestion keys
+(`_sampling_priority_v1`, `_dd.measured`, `_dd.p.dm`, `_dd.origin`) and of the HTTP keys trace metrics
+are tagged with. Durations, timestamps and random ids are never compared.
 
 Every difference found must be listed in expected_differences.json with its decision and reason; the
 test fails when a difference appears that is not listed, and when a listed one no longer appears (so
-that a closed gap is removed from the list, and the README's list stays true). Run it alone with
-`make test-parity`; `python tests/parity/test_parity.py` prints the differences as a table.
+that a closed gap is removed from the list, and the README's list stays true). Run it alone with `make
+test-parity`; `python tests/parity/test_parity.py` prints the differences as a table.
 
 It also checks that the access-log lines keep their trace correlation with 128-bit trace ids: as
 Datadog's Go and Java tracers do by default (and dd-trace-py's structlog and loguru integrations),
-`dd.trace_id` is the low 64 bits in decimal, the span's `trace_id`; Datadog matches it with the full id.
-"""
+`dd.trace_id` is the low 64 bits in decimal, the span's `trace_id`; Datadog matches it with the full id."""
 
 import json
 import os
