@@ -129,7 +129,7 @@ def fault_report(spans, service, fault, fault_start):
         for window in (before, during):
             row = window.get(resource)
             cells.append(f"{row['hits']:>6} {row['errors']:>7} {100 * row['error_rate']:>8.1f} "
-                         f"{1000 * row['p99_s']:>9.1f}" if row else f"{'-':>6} {'-':>7} {'-':>8} {'-':>9}")
+                         f"{1000 * row['p99_s']:>9.3f}" if row else f"{'-':>6} {'-':>7} {'-':>8} {'-':>9}")
         lines.append(f"{resource:<22} {cells[0]}    {cells[1]}")
     states = {"before": monitor_states(before), "during": monitor_states(during)}
     lines += ["", "monitors (evaluated on each window's spans; Datadog evaluates the last 5 minutes):"]

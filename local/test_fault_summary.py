@@ -84,7 +84,7 @@ def test_the_printed_report_names_what_fired_and_when():
     assert "during: ALERT on GET /api/trace (0.080)" in text
     assert "before: WARN on GET /api/trace (0.300s)" in text
     row = next(line for line in lines if line.startswith("GET /api/trace"))
-    assert row.split() == ["GET", "/api/trace", "100", "1", "1.0", "300.0", "100", "8", "8.0", "600.0"]
+    assert row.split() == ["GET", "/api/trace", "100", "1", "1.0", "300.000", "100", "8", "8.0", "600.000"]
     assert data["during"]["GET /api/trace"]["errors"] == 8
 
 
