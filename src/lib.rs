@@ -16,10 +16,14 @@ pub mod telemetry;
 pub use server::Application;
 
 use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::routing::get;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::config::Config;
+use crate::limits::Limits;
 use crate::routes::Health;
 use crate::telemetry::trace_layer::TraceLayer;
 
@@ -53,15 +57,30 @@ pub fn layered(routes: Router, config: &Config) -> Router {
         .layer(CatchPanicLayer::new())
         // Fault flags (docs/faults.md), inside the limits: an injected delay ends at the deadline.
         .layer(faults::layer(config))
-        // The deadline and the in-flight bound, inside the span: a shed request still has one.
-        .layer(limits::layer(
-            config.max_in_flight as usize,
-            config.request_timeout,
-        ))
+        // The span, and inside it the deadline and the in-flight bound: a shed request still has one.
         .layer(axum::middleware::from_fn_with_state(
-            TraceLayer {
-                exporting: config.dd_trace_enabled,
+            Edge {
+                trace: TraceLayer {
+                    exporting: config.dd_trace_enabled,
+                },
+                limits: Limits::new(config.max_in_flight as usize, config.request_timeout),
             },
-            telemetry::trace_layer::trace_request,
+            edge,
         ))
+}
+
+/// What the outermost middleware needs: the trace layer's settings and the request limits.
+#[derive(Clone)]
+struct Edge {
+    trace: TraceLayer,
+    limits: Limits,
+}
+
+/// The trace layer, then the limits inside the span: one middleware rather than two, since each
+/// axum middleware layer costs a boxed service per request.
+async fn edge(State(edge): State<Edge>, request: Request, next: Next) -> Response {
+    telemetry::trace_layer::traced(edge.trace, request, |request| {
+        edge.limits.run(request, next)
+    })
+    .await
 }

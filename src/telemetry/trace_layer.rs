@@ -56,6 +56,16 @@ pub async fn trace_request(
     request: Request,
     next: Next,
 ) -> Response {
+    traced(layer, request, |request| next.run(request)).await
+}
+
+/// Runs `inner` on the request inside the request's span, and records its response: the trace
+/// layer as a function, for a middleware that puts more around `inner` (`apm_demo::layered`).
+pub async fn traced<F, Fut>(layer: TraceLayer, request: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let span = request_span(&request, layer);
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
@@ -63,7 +73,7 @@ pub async fn trace_request(
 
     // The handler runs inside the span, so that its log lines carry the ids. (tracing's `Instrument`
     // would also enter the span once more to drop the finished future, which costs an enter/exit.)
-    let mut handler = std::pin::pin!(next.run(request));
+    let mut handler = std::pin::pin!(inner(request));
     let response = std::future::poll_fn(|cx| {
         let _inside = span.enter();
         handler.as_mut().poll(cx)
