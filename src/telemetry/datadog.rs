@@ -6,17 +6,19 @@
 //! (the crate's v0.3 endpoint is not served by the test agent).
 #![allow(deprecated)]
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::SpanKind;
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::trace::{SpanContext, SpanKind};
+use opentelemetry::{Context, KeyValue, StringValue};
 use opentelemetry_datadog::{ApiVersion, DatadogExporter, DatadogPropagator, ModelConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use url::Url;
 
+use super::sampling::{CALLER_DECISION_MAKER, DEFERRED};
 use super::trace_layer::{COMPONENT, OPERATION_NAME, SPAN_TYPE};
 
 /// Longest time one export may take, connection included: an agent that accepts and never answers
@@ -39,34 +41,74 @@ pub struct ExporterSettings {
 /// Those tags are the same on every request, so they are added here, on the export thread, instead of
 /// being carried by the tracing span: through `tracing-opentelemetry` each attribute costs an owned
 /// string per request, about 1,300 instructions on the request path (callgrind, bench/README.md).
+///
+/// It also writes what Datadog's tracers put on the first span of a trace chunk: `_dd.p.tid` (the high
+/// 64 bits of the trace id, which the crate does not send) and `_dd.p.dm` (the decision maker).
 #[derive(Debug)]
 pub struct Exporter {
     inner: DatadogExporter,
+    /// The last `_dd.p.tid` written: new trace ids share their high bits for a second (they are the
+    /// start time), so the hex string is made once a second, not once a span.
+    trace_id_high: Mutex<(u64, StringValue)>,
+}
+
+/// Datadog's decision maker of a trace decided here: `-0`, the default sampling mechanism.
+const DECISION_MAKER: &str = "-0";
+
+/// The `_dd.p.dm` of a span, as Datadog's tracers write it: `-0` when the decision was made here (a new
+/// trace, or a caller that sent no priority: the deferred flag stays in the span's flags), the caller's
+/// own (from `x-datadog-tags`) when its decision was followed, else none.
+fn decision_maker(span: &SpanData) -> Option<StringValue> {
+    let flags = span.span_context.trace_flags();
+    if !span.parent_span_is_remote || flags & DEFERRED == DEFERRED {
+        return Some(DECISION_MAKER.into());
+    }
+    let state = span.span_context.trace_state();
+    state
+        .get(CALLER_DECISION_MAKER)
+        .map(|dm| dm.to_owned().into())
+}
+
+impl Exporter {
+    /// Adds the tags every server span has in Datadog, and those of the first span of a trace chunk.
+    fn add_datadog_tags(&self, batch: &mut [SpanData]) {
+        let mut last_high = self
+            .trace_id_high
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for span in batch.iter_mut().filter(|s| s.span_kind == SpanKind::Server) {
+            // The crate sends the low 64 bits of the trace id; the server span is the first of its
+            // trace chunk, where Datadog's tracers put the high 64 in `_dd.p.tid` (hex).
+            let high = (u128::from_be_bytes(span.span_context.trace_id().to_bytes()) >> 64) as u64;
+            let dm = decision_maker(span);
+            span.attributes
+                .reserve(3 + usize::from(high != 0) + usize::from(dm.is_some()));
+            span.attributes.extend([
+                // The crate reads the Datadog span type from this attribute.
+                KeyValue::new("span.type", SPAN_TYPE),
+                KeyValue::new("span.kind", "server"),
+                KeyValue::new("component", COMPONENT),
+            ]);
+            if high != 0 {
+                if last_high.0 != high {
+                    *last_high = (high, Arc::<str>::from(format!("{high:016x}")).into());
+                }
+                span.attributes
+                    .push(KeyValue::new("_dd.p.tid", last_high.1.clone()));
+            }
+            if let Some(dm) = dm {
+                span.attributes.push(KeyValue::new("_dd.p.dm", dm));
+            }
+            // Not `_dd.measured = 1` (ddtrace marks its web spans so): the crate reads it from the
+            // trace state only, and a trace state per span costs about 900 instructions per request
+            // (callgrind), for a flag that changes nothing on a top-level span.
+        }
+    }
 }
 
 impl SpanExporter for Exporter {
     async fn export(&self, mut batch: Vec<SpanData>) -> OTelSdkResult {
-        for span in &mut batch {
-            if span.span_kind == SpanKind::Server {
-                span.attributes.extend([
-                    // The crate reads the Datadog span type from this attribute.
-                    KeyValue::new("span.type", SPAN_TYPE),
-                    KeyValue::new("span.kind", "server"),
-                    KeyValue::new("component", COMPONENT),
-                ]);
-                // The crate sends the low 64 bits of the trace id; Datadog's tracers put the high 64
-                // in `_dd.p.tid` (hex) on the first span of each trace chunk, which a server span is.
-                let high =
-                    (u128::from_be_bytes(span.span_context.trace_id().to_bytes()) >> 64) as u64;
-                if high != 0 {
-                    span.attributes
-                        .push(KeyValue::new("_dd.p.tid", format!("{high:016x}")));
-                }
-                // Not `_dd.measured = 1` (ddtrace marks its web spans so): the crate reads it from the
-                // trace state only, and a trace state per span costs about 900 instructions per
-                // request (callgrind), for a flag that changes nothing on a top-level span.
-            }
-        }
+        self.add_datadog_tags(&mut batch);
         // The crate sorts the batch by trace id to group spans into traces, moving whole spans (about
         // 300 bytes each) around; sorting on cached keys moves each span once, and the crate's sort
         // then finds the batch sorted.
@@ -97,7 +139,10 @@ impl SpanExporter for Exporter {
 pub fn exporter(settings: &ExporterSettings) -> anyhow::Result<Exporter> {
     let inner = std::thread::scope(|scope| scope.spawn(|| build_exporter(settings)).join())
         .unwrap_or_else(|_| Err(anyhow::anyhow!("building the Datadog exporter panicked")))?;
-    Ok(Exporter { inner })
+    Ok(Exporter {
+        inner,
+        trace_id_high: Mutex::new((0, StringValue::from(""))),
+    })
 }
 
 fn build_exporter(settings: &ExporterSettings) -> anyhow::Result<DatadogExporter> {
@@ -129,4 +174,54 @@ fn operation_name<'a>(span: &'a SpanData, _config: &'a ModelConfig) -> &'a str {
 /// The context in Datadog headers, as the crate's propagator reads them.
 pub fn extract_context(headers: &dyn Extractor) -> Context {
     DatadogPropagator::new().extract(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
+    use opentelemetry::{InstrumentationScope, trace::Status};
+    use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
+
+    fn span(parent_is_remote: bool, flags: TraceFlags, state: TraceState) -> SpanData {
+        SpanData {
+            span_context: SpanContext::new(
+                TraceId::from(1u128),
+                SpanId::from(2u64),
+                flags,
+                false,
+                state,
+            ),
+            parent_span_id: SpanId::from(u64::from(parent_is_remote)),
+            parent_span_is_remote: parent_is_remote,
+            span_kind: SpanKind::Server,
+            name: "GET /".into(),
+            start_time: std::time::SystemTime::UNIX_EPOCH,
+            end_time: std::time::SystemTime::UNIX_EPOCH,
+            attributes: Vec::new(),
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: Status::Unset,
+            instrumentation_scope: InstrumentationScope::default(),
+        }
+    }
+
+    #[test]
+    fn only_a_decision_made_here_is_minus_zero_and_a_callers_is_kept() {
+        let sampled = TraceFlags::SAMPLED;
+        let none = TraceState::default();
+        let dm = |s: SpanData| decision_maker(&s).map(|v| v.as_str().to_owned());
+        assert_eq!(
+            dm(span(false, sampled, none.clone())).as_deref(),
+            Some("-0")
+        );
+        assert_eq!(
+            dm(span(true, sampled | DEFERRED, none.clone())).as_deref(),
+            Some("-0")
+        );
+        assert_eq!(dm(span(true, sampled, none)), None);
+        let callers = TraceState::from_key_value([(CALLER_DECISION_MAKER, "-4")]).unwrap();
+        assert_eq!(dm(span(true, sampled, callers)).as_deref(), Some("-4"));
+    }
 }

@@ -10,9 +10,9 @@
 //! random. The exporter sends the low 64 bits as the span's trace id and the high ones in `_dd.p.tid`
 //! (see `datadog`), which is how Datadog rebuilds the full id.
 //!
-//! A trace decided here (new, or a Datadog parent without a priority) carries `_dd.p.dm=-0`, the
-//! decision maker Datadog's tracers write (`-0`: the default mechanism), which Datadog's ingestion
-//! views read; a trace continued with the caller's decision does not, as in Datadog's tracers.
+//! A trace decided here (new, or a Datadog parent without a priority, whose deferred flag the span
+//! keeps) gets `_dd.p.dm=-0` from the exporter, the decision maker Datadog's tracers write and
+//! Datadog's ingestion views read; a trace continued with the caller's decision gets the caller's.
 
 use opentelemetry::trace::{
     Link, SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState,
@@ -22,10 +22,9 @@ use opentelemetry_sdk::trace::{
     IdGenerator, RandomIdGenerator, SamplingDecision, SamplingResult, ShouldSample,
 };
 
-/// The flag the Datadog propagator sets on a context whose sampling decision was not made upstream.
-const DEFERRED: TraceFlags = TraceFlags::new(0x02);
-/// The decision maker of a trace sampled here: Datadog's `-0`, the default sampling mechanism.
-const DECISION_MAKER: &str = "-0";
+/// The flag the Datadog propagator sets on a context whose sampling decision was not made upstream; a
+/// span continuing such a context keeps it in its own flags.
+pub const DEFERRED: TraceFlags = TraceFlags::new(0x02);
 /// The trace-state key under which [`super::propagation`] keeps the caller's `_dd.p.dm`.
 pub const CALLER_DECISION_MAKER: &str = "dd_p_dm";
 /// Knuth's multiplicative hash factor, as in every Datadog tracer's rate sampler.
@@ -73,20 +72,12 @@ impl ShouldSample for DatadogSampler {
             .filter(|cx| cx.has_active_span())
             .map(|cx| cx.span().span_context().clone())
             .filter(SpanContext::is_valid);
-        let (keep, decided_here, trace_state) = match parent {
+        let (keep, trace_state) = match parent {
             Some(parent) if !is_deferred(&parent) => {
-                (parent.is_sampled(), false, parent.trace_state().clone())
+                (parent.is_sampled(), parent.trace_state().clone())
             }
-            Some(parent) => (self.keeps(trace_id), true, parent.trace_state().clone()),
-            None => (self.keeps(trace_id), true, TraceState::default()),
-        };
-        let decision_maker = match (keep, decided_here) {
-            (false, _) => None,
-            (true, true) => Some(DECISION_MAKER.into()),
-            // The caller's, when its `x-datadog-tags` said (Datadog's tracers copy it to the span).
-            (true, false) => trace_state
-                .get(CALLER_DECISION_MAKER)
-                .map(|dm| dm.to_owned().into()),
+            Some(parent) => (self.keeps(trace_id), parent.trace_state().clone()),
+            None => (self.keeps(trace_id), TraceState::default()),
         };
         SamplingResult {
             decision: if keep {
@@ -94,9 +85,7 @@ impl ShouldSample for DatadogSampler {
             } else {
                 SamplingDecision::Drop
             },
-            attributes: decision_maker
-                .map(|dm: opentelemetry::StringValue| vec![KeyValue::new("_dd.p.dm", dm)])
-                .unwrap_or_default(),
+            attributes: Vec::new(),
             trace_state,
         }
     }
@@ -196,37 +185,5 @@ mod tests {
             assert!(((high >> 32) as i64 - now as i64).abs() <= 1, "{id:032x}");
             assert_ne!(id as u64, 0);
         }
-    }
-
-    #[test]
-    fn only_a_decision_made_here_carries_the_decision_maker() {
-        let sampler = DatadogSampler::new(1.0);
-        let dm = |parent: Option<SpanContext>| {
-            let cx = parent.map(|sc| Context::new().with_remote_span_context(sc));
-            let result = sampler.should_sample(
-                cx.as_ref(),
-                TraceId::from(5u128),
-                "x",
-                &SpanKind::Server,
-                &[],
-                &[],
-            );
-            result.attributes
-        };
-        assert_eq!(dm(None), vec![KeyValue::new("_dd.p.dm", "-0")]);
-        assert_eq!(
-            dm(Some(remote(DEFERRED))),
-            vec![KeyValue::new("_dd.p.dm", "-0")]
-        );
-        assert!(dm(Some(remote(TraceFlags::SAMPLED))).is_empty());
-        let mut caller = remote(TraceFlags::SAMPLED);
-        caller = SpanContext::new(
-            caller.trace_id(),
-            caller.span_id(),
-            caller.trace_flags(),
-            true,
-            TraceState::from_key_value([(CALLER_DECISION_MAKER, "-4")]).unwrap(),
-        );
-        assert_eq!(dm(Some(caller)), vec![KeyValue::new("_dd.p.dm", "-4")]);
     }
 }
