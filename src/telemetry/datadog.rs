@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::{SpanContext, SpanKind};
+use opentelemetry::trace::SpanKind;
 use opentelemetry::{Context, KeyValue, StringValue};
 use opentelemetry_datadog::{ApiVersion, DatadogExporter, DatadogPropagator, ModelConfig};
 use opentelemetry_sdk::Resource;
@@ -179,7 +179,7 @@ pub fn extract_context(headers: &dyn Extractor) -> Context {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
     use opentelemetry::{InstrumentationScope, trace::Status};
     use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
 
