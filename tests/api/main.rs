@@ -8,6 +8,7 @@ mod filters;
 mod helpers;
 mod hostile;
 mod limits;
+mod log_fields;
 mod logs;
 mod propagation;
 mod routes;
