@@ -48,15 +48,20 @@ pub fn with_health(router: Router, config: &Config) -> Router {
     router.route("/health", get(routes::health).with_state(health))
 }
 
-/// `routes` inside the layers every traced request passes, innermost first: a panic caught as 500,
-/// the fault flags ([`faults`]), the request limits ([`limits`]), the trace layer. `layer` also wraps
-/// the fallback, so an unmatched path gets its span (`GET 404`) and its limits too.
+/// `routes` inside the layers every traced request passes, innermost first: the fault flags
+/// ([`faults`]), a panic caught as 500, the request limits ([`limits`]), the trace layer. `layer`
+/// also wraps the fallback, so an unmatched path gets its span (`GET 404`) and its limits too.
 pub fn layered(routes: Router, config: &Config) -> Router {
     routes
-        // A panicking handler answers 500 inside its span instead of dropping the connection.
-        .layer(CatchPanicLayer::new())
-        // Fault flags (docs/faults.md), inside the limits: an injected delay ends at the deadline.
-        .layer(faults::layer(config))
+        // A panicking handler answers 500 inside its span instead of dropping the connection; inside
+        // it the fault flags (docs/faults.md), within the limits: an injected delay ends at the
+        // deadline. One router layer for both: each costs a boxed clone and future per request
+        // (a layer of its own for the flags measured 3,600 instructions per request, flags off).
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(CatchPanicLayer::new())
+                .layer(faults::layer(config)),
+        )
         // The span, and inside it the deadline and the in-flight bound: a shed request still has one.
         .layer(axum::middleware::from_fn_with_state(
             Edge {
