@@ -272,3 +272,46 @@ fn random() -> u64 {
         next_random(counter)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// local/flags/flags.json with `key` switched on as `make local FAULT=<key>` does.
+    fn local_file_with(key: &str) -> source::Snapshot {
+        let mut file: serde_json::Value =
+            serde_json::from_str(include_str!("../../local/flags/flags.json")).unwrap();
+        file["flags"][key]["state"] = "ENABLED".into();
+        source::Snapshot::parse(&file.to_string()).unwrap()
+    }
+
+    #[test]
+    fn each_flag_of_the_local_file_acts_when_switched_on_on_its_route_only() {
+        for (key, routes) in [
+            ("routeLatencyMs", &["/api/apm"][..]),
+            ("routeLatencyTailMs", &["/api/trace"]),
+            ("routeFailure", &["/api/trace"]),
+            ("routePanic", &["/"]),
+            ("memoryLeakKb", &["/", "/api/apm", "/api/trace", ""]),
+        ] {
+            let snapshot = local_file_with(key);
+            for route in ["/", "/api/apm", "/api/trace", ""] {
+                let acted = (0..1_000u64)
+                    .filter(|i| {
+                        let context = flags::Context {
+                            route,
+                            method: "GET",
+                            targeting_key: next_random(*i),
+                        };
+                        !plan(&snapshot, &context).flags.is_empty()
+                    })
+                    .count();
+                assert_eq!(
+                    acted > 0,
+                    routes.contains(&route),
+                    "{key} on {route:?}: {acted}"
+                );
+            }
+        }
+    }
+}
