@@ -103,3 +103,36 @@ def test_an_unknown_fault_is_refused_with_the_flags_named(tmp_path):
     assert result.returncode == 1
     assert "FAULT=noSuchFlag is not a flag of local/flags/flags.json: routeLatencyMs, routeLatencyTailMs, " \
            "routeFailure, routePanic, memoryLeakKb" in result.stderr, result.stderr
+
+
+def test_a_fault_run_of_make_local_reports_what_its_spans_say(tmp_path):
+    """`FAULT=routeFailure` for real (release binaries, the test agent): the summary's windows and
+    monitor states, recomputed here from the traces the run kept."""
+    bin_dir = subprocess.run([str(ROOT / "local" / "bin-dir.sh")], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    result = subprocess.run([str(ROOT / "local" / "run.sh")], cwd=ROOT, capture_output=True, text=True,
+                            env=dict(os.environ, OUT=str(tmp_path), FAULT="routeFailure", DURATION="6s",
+                                     RATE="100", PORT="0", BIN_DIR=bin_dir), timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "FAULT=routeFailure: switched on" in result.stdout
+    fault = json.loads((tmp_path / "summary.json").read_text())["fault"]
+    spans = [s for trace in json.loads((tmp_path / "traces.json").read_text()) for s in trace
+             if s["name"] == summary.SERVER_SPAN]
+    for window, in_window in (("before", lambda s: s["start"] < fault["fault_start"]),
+                              ("during", lambda s: s["start"] >= fault["fault_start"])):
+        for resource, row in fault[window].items():
+            mine = [s for s in spans if s["resource"] == resource and in_window(s)]
+            errors = sum(s["error"] for s in mine)
+            assert (row["hits"], row["errors"]) == (len(mine), errors), (window, resource)
+            tagged = sum(s["meta"].get("fault.injected") == "routeFailure" for s in mine)
+            assert tagged == errors, (window, resource)
+            rate_state = next(m["state"] for m in fault["monitors"][window]
+                              if m["resource"] == resource and "error rate" in m["monitor"])
+            rate = errors / len(mine)
+            assert rate_state == ("ALERT" if rate > 0.05 else "WARN" if rate > 0.02 else "OK"), (window, resource)
+    # Only the route asked, and only once the flag was on (100 requests/s for 4 s, 30% of them to
+    # /api/trace, 10% of those: ~12 errors expected; none has a chance of 0.9^120, 3 in a million).
+    assert fault["during"]["GET /api/trace"]["errors"] > 0
+    assert sum(row["errors"] for row in fault["before"].values()) == 0
+    assert sum(row["errors"] for r, row in fault["during"].items() if r != "GET /api/trace") == 0
+    assert "during: " in result.stdout and "would-be: apm-demo error rate by resource" in result.stdout
