@@ -248,14 +248,7 @@ async fn latency_fixed_and_long_tail_on_their_routes_and_within_the_deadline() {
         .iter()
         .filter(|(_, took)| *took >= Duration::from_millis(300))
         .count();
-    assert_binomial(slow, 250, 0.2, "slow /api/trace");
     let other = load(&app, "/", 50).await;
-    assert!(
-        other
-            .iter()
-            .all(|(_, took)| *took < Duration::from_millis(150)),
-        "/ is not slowed"
-    );
 
     app.stop_and_flush().await;
     let spans = agent.spans();
@@ -264,11 +257,30 @@ async fn latency_fixed_and_long_tail_on_their_routes_and_within_the_deadline() {
         assert_eq!((span.error, meta(span, "error.type")), (0, None));
         assert!(span.duration >= 150_000_000, "{}", span.duration);
     }
-    let tagged = spans
+    // The tail: the spans the flag touched are its share, each 300 ms or longer, and the client saw
+    // at least that many slow answers (a busy machine may add slow ones of its own).
+    let tail_spans: Vec<&AgentSpan> = spans
+        .iter()
+        .filter(|s| s.resource == "GET /api/trace")
+        .collect();
+    let tagged: Vec<&&AgentSpan> = tail_spans
         .iter()
         .filter(|s| meta(s, "fault.injected") == Some("routeLatencyTailMs"))
-        .count();
-    assert_eq!(tagged, slow);
+        .collect();
+    assert_binomial(tagged.len(), 250, 0.2, "slowed /api/trace");
+    assert!(tagged.iter().all(|s| s.duration >= 300_000_000));
+    assert!(
+        slow >= tagged.len(),
+        "{slow} slow answers, {} slowed",
+        tagged.len()
+    );
+    // No other route is touched: no tag on GET /, and no request of it waited the 150 or 300 ms.
+    let root: Vec<&AgentSpan> = spans.iter().filter(|s| s.resource == "GET /").collect();
+    assert_eq!(root.len(), other.len());
+    assert!(
+        root.iter()
+            .all(|s| meta(s, "fault.injected").is_none() && s.duration < 150_000_000)
+    );
 
     // Inside the limits: a delay past REQUEST_TIMEOUT ends at the deadline with 504.
     write_flags(
