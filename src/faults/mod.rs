@@ -161,12 +161,8 @@ where
             if !plan.latency.is_zero() {
                 tokio::time::sleep(plan.latency).await;
             }
-            if plan.leak_bytes > 0 && !source.leak(plan.leak_bytes) {
-                tracing::warn!(
-                    target: "apm_demo::faults",
-                    "memoryLeakKb: {} MiB retained, the cap; not growing further",
-                    source::LEAK_CAP_BYTES >> 20
-                );
+            if plan.leak_bytes > 0 {
+                source.leak(plan.leak_bytes);
             }
             let flags = plan.flags.join(",");
             if plan.panic {
@@ -231,9 +227,10 @@ fn plan(snapshot: &source::Snapshot, context: &flags::Context<'_>) -> Plan {
                 }
                 _ => false,
             },
+            // One error per request: the first flag that asks for one.
             Kind::Panic | Kind::Failure => {
-                let on = value.as_bool() == Some(true);
-                if on && plan.error_flag.is_none() {
+                let on = value.as_bool() == Some(true) && plan.error_flag.is_none();
+                if on {
                     plan.error_flag = Some(flag.key.clone());
                     match kind {
                         Kind::Panic => plan.panic = true,

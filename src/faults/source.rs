@@ -86,6 +86,7 @@ pub struct FlagSource {
     /// What `memoryLeakKb` retained; freed only when the process (the source) goes.
     leaked: Mutex<Vec<Box<[u8]>>>,
     leaked_bytes: AtomicUsize,
+    cap_reported: AtomicBool,
 }
 
 /// At most this much is retained by `memoryLeakKb`, so that a forgotten flag fills the container's
@@ -113,6 +114,7 @@ impl FlagSource {
             current: RwLock::new(Arc::new(Snapshot::default())),
             leaked: Mutex::new(Vec::new()),
             leaked_bytes: AtomicUsize::new(0),
+            cap_reported: AtomicBool::new(false),
         });
         let mut seen = source.check(None);
         let weak: Weak<Self> = Arc::downgrade(&source);
@@ -156,9 +158,17 @@ impl FlagSource {
         self.leaked_bytes.load(Ordering::Relaxed)
     }
 
-    /// Retains `bytes` (written, so that they count in the resident set); false past the cap.
+    /// Retains `bytes` (written, so that they count in the resident set); false past the cap, which
+    /// is logged once.
     pub fn leak(&self, bytes: usize) -> bool {
         if self.leaked_bytes.load(Ordering::Relaxed) + bytes > LEAK_CAP_BYTES {
+            if !self.cap_reported.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    target: "apm_demo::faults",
+                    "memoryLeakKb: {} MiB retained, the cap; not growing further",
+                    LEAK_CAP_BYTES >> 20
+                );
+            }
             return false;
         }
         let block = vec![0xa5u8; bytes].into_boxed_slice();
