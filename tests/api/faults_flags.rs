@@ -505,3 +505,71 @@ async fn a_file_replaced_mid_load_loses_no_request() {
         "{ok} ok, {failed} failed over {flips} flips"
     );
 }
+
+#[tokio::test]
+async fn each_flag_acts_within_2s_of_the_file_changing_and_stops_within_2s_of_it_going() {
+    let dir = flag_dir("each-within-2s");
+    let path = dir.join("flags.json");
+    write_flags(&path, "");
+    let agent = TestAgent::start(Behaviour::Healthy);
+    // The default poll, 500 ms.
+    let app = spawn_with_flags(&agent, &path, &[]).await;
+    for (key, route, on, status, slower) in [
+        ("routeLatencyMs", "/api/apm", "200", 200, 200),
+        ("routeLatencyTailMs", "/api/trace", "200", 200, 200),
+        ("routeFailure", "/", "true", 500, 0),
+        ("routePanic", "/api/trace", "true", 500, 0),
+        ("memoryLeakKb", "/api/apm", "16", 200, 0),
+    ] {
+        let off = if on == "true" { "false" } else { "0" };
+        write_flags(&path, &on_route(key, route, 100, on, off));
+        let written = Instant::now();
+        // Until the access line of a request says the flag acted.
+        loop {
+            let sent = Instant::now();
+            let response = app.get(route).await;
+            let took = sent.elapsed();
+            let logs = app.json_logs();
+            let last = logs
+                .iter()
+                .rev()
+                .find(|l| l["logger.name"] == "apm_demo::access")
+                .unwrap();
+            if last["fault.injected"] == key {
+                assert_eq!(response.status().as_u16(), status, "{key}");
+                assert!(took >= Duration::from_millis(slower), "{key}: {took:?}");
+                break;
+            }
+            assert_eq!(response.status(), StatusCode::OK, "{key} before it acted");
+            assert!(
+                written.elapsed() < Duration::from_secs(2),
+                "{key} not on after 2 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            written.elapsed() < Duration::from_secs(2),
+            "{key}: {:?}",
+            written.elapsed()
+        );
+        write_flags(&path, "");
+        let written = Instant::now();
+        loop {
+            app.get(route).await;
+            let logs = app.json_logs();
+            let last = logs
+                .iter()
+                .rev()
+                .find(|l| l["logger.name"] == "apm_demo::access")
+                .unwrap();
+            if last.get("fault.injected").is_none() {
+                break;
+            }
+            assert!(
+                written.elapsed() < Duration::from_secs(2),
+                "{key} not off after 2 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
