@@ -20,7 +20,8 @@ run: release
 	exec "$(BIN_DIR)/apm-demo"
 
 ## local: the demo with no Docker and no Datadog account (DURATION=30s, RATE=50, PORT=5050, KEEP=1
-## leaves the test agent up; the logs and traces stay in local/last-run/)
+## leaves the test agent up; FAULT=<flag> turns a fault flag on a third of the way in (docs/faults.md);
+## the logs and traces stay in local/last-run/)
 local: venv-note venv mariadb release
 	BIN_DIR="$(BIN_DIR)" local/run.sh
 
