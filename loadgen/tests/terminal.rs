@@ -1,0 +1,86 @@
+//! loadgen's exit status, summary header and live view, as a user sees them: the binary against an
+//! in-test server, its progress line read through a pseudo-terminal (util-linux `script`).
+
+use std::process::{Command, Output};
+
+use axum::Router;
+use axum::http::StatusCode;
+
+/// A server answering 200 to everything; returns its URL.
+async fn serve_ok() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let routes = Router::new().fallback(|| async { StatusCode::OK });
+    tokio::spawn(async move { axum::serve(listener, routes).await });
+    url
+}
+
+async fn run(command: Command) -> Output {
+    let mut command = command;
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn loadgen(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_loadgen"));
+    command.env_clear().args(args);
+    command
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_rate_equal_to_the_limit_exits_0_and_the_summary_names_the_trace_headers() {
+    let url = serve_ok().await;
+    let output = run(loadgen(&[
+        &url,
+        "-n",
+        "20",
+        "-c",
+        "1",
+        "--trace-headers",
+        "w3c",
+        "--max-error-rate",
+        "0",
+    ]))
+    .await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(stdout.contains("trace headers: w3c"), "{stdout}");
+}
+
+/// The rates of the progress lines (`N requests  R/s  E errors`) in what a terminal received; the
+/// summary table's header (`requests    rate/s`) is not one.
+fn shown_rates(screen: &str) -> Vec<String> {
+    screen
+        .split(" requests  ")
+        .skip(1)
+        .filter(|rest| !rest.starts_with(' '))
+        .map(|rest| rest.split("/s").next().unwrap_or("").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_a_progress_line_shows_the_current_rate() {
+    let url = serve_ok().await;
+    let line = format!(
+        "{} {url} --rate 100 --duration 2s -c 2",
+        env!("CARGO_BIN_EXE_loadgen")
+    );
+    let mut script = Command::new("script");
+    script
+        .env_clear()
+        .env("TERM", "xterm")
+        .args(["-q", "-e", "-c", &line, "/dev/null"]);
+    let output = run(script).await;
+    assert!(output.status.success(), "{output:?}");
+    let screen = String::from_utf8_lossy(&output.stdout);
+    let rates = shown_rates(&screen);
+    assert!(rates.len() >= 3, "a progress line every 250 ms: {screen}");
+    for rate in &rates {
+        let value: u32 = rate
+            .parse()
+            .unwrap_or_else(|_| panic!("{rate:?} in {screen}"));
+        // 100/s is sent; a tick late or early on a busy machine moves it, not by a factor of two.
+        assert!((50..=200).contains(&value), "{rates:?}");
+    }
+}
