@@ -1,16 +1,25 @@
-//! loadgen's exit status, summary header and live view, as a user sees them: the binary against an
-//! in-test server, its progress line read through a pseudo-terminal (util-linux `script`).
+//! loadgen's exit status, summary header and note, and live view, as a user sees them: the binary
+//! against in-test servers, its progress line read through a pseudo-terminal (util-linux `script`).
 
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
 
 /// A server answering 200 to everything; returns its URL.
 async fn serve_ok() -> String {
+    serve_after(Duration::ZERO).await
+}
+
+/// A server answering 200 to everything after `delay`; returns its URL.
+async fn serve_after(delay: Duration) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let routes = Router::new().fallback(|| async { StatusCode::OK });
+    let routes = Router::new().fallback(move || async move {
+        tokio::time::sleep(delay).await;
+        StatusCode::OK
+    });
     tokio::spawn(async move { axum::serve(listener, routes).await });
     url
 }
@@ -83,4 +92,45 @@ async fn on_a_terminal_a_progress_line_shows_the_current_rate() {
         // 100/s is sent; a tick late or early on a busy machine moves it, not by a factor of two.
         assert!((50..=200).contains(&value), "{rates:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_falls_behind_its_rate_says_so_and_one_that_keeps_up_does_not() {
+    const NOTE: &str = "could not keep up";
+    // One connection to a server taking 50 ms: about 20/s of the 100/s asked.
+    let slow = serve_after(Duration::from_millis(50)).await;
+    let output = run(loadgen(&[&slow, "--rate", "100", "-d", "1s", "-c", "1"])).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains(NOTE), "{stdout}");
+
+    let fast = serve_ok().await;
+    let output = run(loadgen(&[&fast, "--rate", "100", "-d", "2s", "-c", "4"])).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains(NOTE), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_whose_connections_hang_is_refused_at_once_as_no_answer() {
+    // A listener that never accepts, with a backlog of 1 already full: the next connect hangs.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let address = socket.local_addr().unwrap();
+    let _listener = socket.listen(1).unwrap();
+    let mut queued = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(stream)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(address),
+        )
+        .await
+        {
+            queued.push(stream);
+        }
+    }
+    let url = format!("http://{address}");
+    let output = run(loadgen(&[&url, "-n", "1", "--timeout", "300ms"])).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot connect to"), "{stderr}");
+    assert!(stderr.contains("no answer"), "{stderr}");
 }
