@@ -263,6 +263,29 @@ mod tests {
     }
 
     #[test]
+    fn datadog_tags_give_the_high_bits_alone_or_the_decision_maker_alone() {
+        let ids = [(DATADOG_TRACE_ID, "12345"), (DATADOG_PARENT_ID, "67890")];
+        let context = |extra: &[(&'static str, &str)]| {
+            let pairs: Vec<_> = ids.iter().chain(extra).copied().collect();
+            let parent = extract(&headers(&pairs)).parent.unwrap();
+            parent.span().span_context().clone()
+        };
+        // The high bits without a decision maker (no priority, no `_dd.p.dm`).
+        let sc = context(&[(DATADOG_TAGS, "_dd.p.tid=6b0781f000000000")]);
+        assert_eq!(
+            sc.trace_id(),
+            TraceId::from(0x6b0781f000000000_u128 << 64 | 12345)
+        );
+        // The decision maker without high bits.
+        let sc = context(&[
+            (DATADOG_SAMPLING_PRIORITY, "1"),
+            (DATADOG_TAGS, "_dd.p.dm=-3"),
+        ]);
+        assert_eq!(sc.trace_id(), TraceId::from(12345u128));
+        assert_eq!(sc.trace_state().get(CALLER_DECISION_MAKER), Some("-3"));
+    }
+
+    #[test]
     fn malformed_datadog_tags_are_ignored() {
         for tags in [
             "_dd.p.tid=6b0781f0",
