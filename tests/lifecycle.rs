@@ -76,3 +76,64 @@ fn healthcheck_asks_a_specific_ipv6_host_itself_not_loopback() {
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     server.join().unwrap();
 }
+
+/// Out of file descriptors, accepting fails: the service says so, pauses instead of spinning, and
+/// serves again once connections close.
+#[test]
+fn out_of_file_descriptors_it_logs_the_failed_accept_and_recovers() {
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpStream;
+    use std::process::{Command, Stdio};
+
+    let port = service::free_port();
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -n 40 && exec \"$0\"",
+            env!("CARGO_BIN_EXE_apm-demo"),
+        ])
+        .env_clear()
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("DD_TRACE_ENABLED", "false")
+        .env("LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let wait_for = |text: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match lines.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    };
+    assert!(wait_for("listening on"), "the service starts");
+
+    let address = format!("127.0.0.1:{port}");
+    let held: Vec<TcpStream> = (0..60)
+        .filter_map(|_| TcpStream::connect(&address).ok())
+        .collect();
+    assert!(held.len() > 40, "connections wait in the backlog");
+    let logged = wait_for("accept failed");
+    drop(held);
+    std::thread::sleep(Duration::from_millis(1500));
+    let health = service::client()
+        .get(format!("http://{address}/health"))
+        .send()
+        .map(|r| r.status().as_u16());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(logged, "the failed accept is logged");
+    assert_eq!(health.ok(), Some(200), "it serves again");
+}
