@@ -3,6 +3,7 @@
 
 #[path = "../common/agent.rs"]
 mod agent;
+mod fault_values;
 mod faults_flags;
 mod filters;
 mod helpers;
