@@ -46,9 +46,9 @@ venv-note:
 		echo "installing Datadog's test agent and the other Python tools into $(VENV) (pip prints nothing: 30 s to 2 minutes, once)"
 
 ## test: lint, the Rust tests, the conformance suite against Datadog's test agent, the Python suites,
-## the parity test against Datadog's own tracer, the instruction budget, and mutation testing of
-## trace propagation and the export queue (mutants-ci)
-test: lint test-rust conformance test-python test-compose test-parity bench-gate mutants-ci
+## the compose suite, the parity test against Datadog's own tracer, and the instruction budget
+## (mutation testing is `make mutants` / `make mutants-ci`: too long for every CI run)
+test: lint test-rust conformance test-python test-compose test-parity bench-gate
 
 lint:
 	$(CARGO) fmt --all --check
