@@ -544,4 +544,123 @@ mod tests {
             );
         }
     }
+
+    /// The variant `targeting` picks for `route`/`GET`, on a flag whose variants are "t", "f",
+    /// "true", "false", "a", "b" (so a condition can be written `{"if": [cond, "t", "f"]}`).
+    fn pick(targeting: &str, route: &'static str) -> (String, Reason) {
+        let f = flag(&format!(
+            r#"{{"state": "ENABLED", "defaultVariant": "f", "targeting": {targeting},
+                "variants": {{"t": 1, "f": 0, "true": 1, "false": 0, "a": 1, "b": 2}}}}"#
+        ));
+        let r = f.resolve(&context(route, 1)).unwrap();
+        (r.variant.to_owned(), r.reason)
+    }
+
+    fn holds(condition: &str) -> bool {
+        match pick(
+            &format!(r#"{{"if": [{condition}, "t", "f"]}}"#),
+            "/api/trace",
+        )
+        .0
+        .as_str()
+        {
+            "t" => true,
+            "f" => false,
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn json_logic_truthiness_and_loose_equality_as_flagd() {
+        for (condition, expected) in [
+            ("0", false),
+            ("1", true),
+            (r#""""#, false),
+            (r#""x""#, true),
+            ("[]", false),
+            ("[1]", true),
+            ("null", false),
+            (r#"{"==": [null, null]}"#, true),
+            (r#"{"==": [true, true]}"#, true),
+            (r#"{"==": [true, false]}"#, false),
+            (r#"{"==": [1, 1]}"#, true),
+            (r#"{"==": [1, 2]}"#, false),
+            (r#"{"==": ["1", 1]}"#, true),
+            (r#"{"==": [1, "1"]}"#, true),
+            (r#"{"==": [1, "2"]}"#, false),
+            (r#"{"==": ["a", "a"]}"#, true),
+            (r#"{"!=": ["a", "b"]}"#, true),
+            (r#"{"!": [0]}"#, true),
+            (r#"{"!": ["x"]}"#, false),
+            (r#"{"and": [1, 0]}"#, false),
+            (r#"{"and": [1, "x"]}"#, true),
+            (r#"{"or": [0, ""]}"#, false),
+            (r#"{"or": [0, "x"]}"#, true),
+            (r#"{"==": [{"var": "method"}, "GET"]}"#, true),
+            (r#"{"==": [{"var": ["route"]}, "/api/trace"]}"#, true),
+            (r#"{"in": ["api", {"var": "route"}]}"#, true),
+            (r#"{"in": ["xyz", {"var": "route"}]}"#, false),
+            (r#"{"if": [true, "t"]}"#, true),
+        ] {
+            assert_eq!(holds(condition), expected, "{condition}");
+        }
+        // A targeting that evaluates to a boolean picks the variant of that name.
+        assert_eq!(
+            pick(r#"{"==": [1, 1]}"#, "/"),
+            ("true".to_owned(), Reason::TargetingMatch)
+        );
+        // An empty targeting object is no targeting: the default variant, statically.
+        assert_eq!(pick("{}", "/"), ("f".to_owned(), Reason::Static));
+    }
+
+    #[test]
+    fn malformed_json_logic_is_refused() {
+        for targeting in [
+            r#"{"var": ["route", "method"]}"#,
+            r#"{"var": [1]}"#,
+            r#"{"if": ["t"]}"#,
+            r#"{"fractional": [["a", 0]]}"#,
+            r#"{"fractional": [["a", 2147483647], ["b", 1]]}"#,
+        ] {
+            let definition: FlagDefinition = serde_json::from_str(&format!(
+                r#"{{"state": "ENABLED", "variants": {{"a": 1, "b": 2}}, "defaultVariant": "a",
+                    "targeting": {targeting}}}"#
+            ))
+            .unwrap();
+            assert!(Flag::compile("f", definition).is_err(), "{targeting}");
+        }
+    }
+
+    #[test]
+    fn fractional_buckets_as_flagd_engine() {
+        // murmur3("flag-user") * 100 >> 32 is bucket 56 (flagd-evaluation-engine's vector): the
+        // first 56 buckets are "a", so it lands on "b"; with 57 it lands on "a".
+        let by_route = |weights: &str| {
+            pick(
+                &format!(r#"{{"fractional": [{{"var": "route"}}, {weights}]}}"#),
+                "flag-user",
+            )
+        };
+        assert_eq!(by_route(r#"["a", 56], ["b", 44]"#).0, "b");
+        assert_eq!(by_route(r#"["a", 57], ["b", 43]"#).0, "a");
+        // The largest total flagd allows, and buckets without a weight (1 each).
+        assert_eq!(by_route(r#"["a", 2147483647]"#).0, "a");
+        assert_eq!(by_route(r#"["a"], ["b"]"#).1, Reason::TargetingMatch);
+        // Numbers and booleans bucket by their text, as flagd does.
+        for (value, text) in [("5", "5"), ("true", "true"), ("false", "false")] {
+            let expected = if (u64::from(murmur3_x86_32(text.as_bytes(), 0)) * 2) >> 32 == 0 {
+                "a"
+            } else {
+                "b"
+            };
+            assert_eq!(
+                pick(
+                    &format!(r#"{{"fractional": [{value}, ["a", 1], ["b", 1]]}}"#),
+                    "/"
+                ),
+                (expected.to_owned(), Reason::TargetingMatch),
+                "{value}"
+            );
+        }
+    }
 }
