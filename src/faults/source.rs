@@ -257,4 +257,19 @@ mod tests {
         let shared = r#"{"flags": {}, "$evaluators": {"x": {"in": ["a", "b"]}}}"#;
         assert!(Snapshot::parse(shared).unwrap_err().contains("$evaluators"));
     }
+
+    #[test]
+    fn memory_growth_is_counted_and_stops_at_the_cap() {
+        let source = FlagSource::watch(
+            PathBuf::from("/nonexistent/apm-demo-flags.json"),
+            Duration::from_secs(60),
+        );
+        assert_eq!(source.leaked_bytes(), 0);
+        assert!(source.leak(4096));
+        assert!(source.leak(4096));
+        assert_eq!(source.leaked_bytes(), 8192);
+        // Past the cap: refused, and nothing retained (no 1 GiB allocation is made here).
+        assert!(!source.leak(LEAK_CAP_BYTES));
+        assert_eq!(source.leaked_bytes(), 8192);
+    }
 }
