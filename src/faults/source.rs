@@ -229,6 +229,8 @@ impl FlagSource {
 
 #[cfg(test)]
 mod tests {
+    use tracing_subscriber::layer::SubscriberExt;
+
     use super::*;
 
     const LOCAL_FLAGS: &str = include_str!("../../local/flags/flags.json");
@@ -268,8 +270,27 @@ mod tests {
         assert!(source.leak(4096));
         assert!(source.leak(4096));
         assert_eq!(source.leaked_bytes(), 8192);
-        // Past the cap: refused, and nothing retained (no 1 GiB allocation is made here).
-        assert!(!source.leak(LEAK_CAP_BYTES));
+        // Past the cap: refused, and nothing retained (no 1 GiB allocation is made here); said once.
+        let said = Arc::new(AtomicUsize::new(0));
+        let subscriber = tracing_subscriber::registry().with(CountEvents(said.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(!source.leak(LEAK_CAP_BYTES));
+            assert!(!source.leak(LEAK_CAP_BYTES));
+        });
         assert_eq!(source.leaked_bytes(), 8192);
+        assert_eq!(said.load(Ordering::Relaxed), 1, "the cap is reported once");
+    }
+
+    /// Counts the events logged on the thread it is the default subscriber of.
+    struct CountEvents(Arc<AtomicUsize>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountEvents {
+        fn on_event(
+            &self,
+            _event: &tracing::Event<'_>,
+            _context: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
