@@ -275,10 +275,16 @@ mod tests {
         let subscriber = tracing_subscriber::registry().with(CountEvents(said.clone()));
         tracing::subscriber::with_default(subscriber, || {
             assert!(!source.leak(LEAK_CAP_BYTES));
+            assert_eq!(
+                said.load(Ordering::Relaxed),
+                1,
+                "reported at the first refusal"
+            );
+            assert!(!source.leak(LEAK_CAP_BYTES));
             assert!(!source.leak(LEAK_CAP_BYTES));
         });
         assert_eq!(source.leaked_bytes(), 8192);
-        assert_eq!(said.load(Ordering::Relaxed), 1, "the cap is reported once");
+        assert_eq!(said.load(Ordering::Relaxed), 1, "and only then");
     }
 
     /// Counts the events logged on the thread it is the default subscriber of.
