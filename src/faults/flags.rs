@@ -459,6 +459,14 @@ mod tests {
         assert_eq!(hash, 2_410_693_464);
         assert_eq!((u64::from(hash) * 100) >> 32, 56);
         assert_eq!(murmur3_x86_32(b"", 0), 0);
+        // The published MurmurHash3_x86_32 vectors: whole blocks, and tails of 1, 2 and 3 bytes.
+        assert_eq!(murmur3_x86_32(b"test", 0), 0xba6b_d213);
+        assert_eq!(murmur3_x86_32(b"ab", 0), 0x9bbf_d75f);
+        assert_eq!(
+            murmur3_x86_32(b"The quick brown fox jumps over the lazy dog", 0x9747_b28c),
+            0x2fa8_26cd
+        );
+        assert_eq!(murmur3_x86_32(b"Hello, world!", 0x9747_b28c), 0x2488_4cba);
     }
 
     #[test]
