@@ -1,15 +1,16 @@
 //! Converging Datadog to the plan: find what provision made before, create what is missing, update
 //! what differs, leave the rest alone; and removing it all again.
 //!
-//! Dashboards are found by title, the monitor by its `managed-by:apm-demo` tag and name, downtimes by
-//! the marker their message starts with. "Differs" means a field the plan sets has another value in
-//! Datadog; fields Datadog adds (ids, authors, dates) are not compared.
+//! Dashboards are found by title, each monitor by the `managed-by:apm-demo` tag and its name,
+//! downtimes by the marker their message starts with. "Differs" means a field the plan sets has
+//! another value in Datadog; fields Datadog adds (ids, authors, dates) are not compared. The
+//! downtimes name the monitors by their tag, so they cover every managed monitor without their ids.
 
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::api::Api;
-use crate::resources::{self, DOWNTIMES, MANAGED_BY, MonitorIdentifier, PlannedDowntime, Settings};
+use crate::resources::{self, DOWNTIMES, MANAGED_BY, PlannedDowntime, Settings};
 
 /// What happened to one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -134,47 +135,48 @@ fn apply_all(api: &Api, s: &Settings, web: &WebApp, report: &mut Report) -> anyh
         });
     }
 
-    let monitor = resources::monitor(s);
-    let body = serde_json::to_value(&monitor)?;
     let listed = api.get(&format!("/api/v1/monitor?monitor_tags={MANAGED_BY}"))?;
-    let existing = listed
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|m| m["name"] == monitor.name);
-    let (monitor_id, action) = match existing {
-        Some(current) => {
-            let id = current["id"]
-                .as_i64()
-                .ok_or_else(|| anyhow::anyhow!("monitor without an id: {current}"))?;
-            if contains(current, &body) {
-                (id, Action::Unchanged)
-            } else {
-                api.put(&format!("/api/v1/monitor/{id}"), &body)?;
-                (id, Action::Updated)
+    for monitor in resources::monitors(s) {
+        let body = serde_json::to_value(&monitor)?;
+        let existing = listed
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["name"] == monitor.name);
+        let (monitor_id, action) = match existing {
+            Some(current) => {
+                let id = current["id"]
+                    .as_i64()
+                    .ok_or_else(|| anyhow::anyhow!("monitor without an id: {current}"))?;
+                if contains(current, &as_saved(&body, current)) {
+                    (id, Action::Unchanged)
+                } else {
+                    api.put(&format!("/api/v1/monitor/{id}"), &body)?;
+                    (id, Action::Updated)
+                }
             }
-        }
-        None => {
-            let created = api.post("/api/v1/monitor", &body)?;
-            let id = created["id"]
-                .as_i64()
-                .ok_or_else(|| anyhow::anyhow!("created monitor without an id"))?;
-            (id, Action::Created)
-        }
-    };
-    report.outcomes.push(Outcome {
-        kind: "monitor",
-        name: monitor.name.clone(),
-        id: monitor_id.to_string(),
-        action,
-        url: format!("{}/monitors/{monitor_id}", web.base),
-    });
+            None => {
+                let created = api.post("/api/v1/monitor", &body)?;
+                let id = created["id"]
+                    .as_i64()
+                    .ok_or_else(|| anyhow::anyhow!("created monitor without an id"))?;
+                (id, Action::Created)
+            }
+        };
+        report.outcomes.push(Outcome {
+            kind: "monitor",
+            name: monitor.name.clone(),
+            id: monitor_id.to_string(),
+            action,
+            url: format!("{}/monitors/{monitor_id}", web.base),
+        });
+    }
 
     let listed = api.get("/api/v2/downtime")?;
     for planned in &DOWNTIMES {
-        let request = planned.request(s, MonitorIdentifier::Id { monitor_id });
+        let request = planned.request(s);
         let mut body = serde_json::to_value(&request)?;
-        let existing = find_downtime(&listed, planned, monitor_id);
+        let existing = find_downtimes(&listed, planned).next();
         let (id, action) = match existing {
             Some(current) => {
                 let id = text_id(&current["id"])?;
@@ -208,7 +210,21 @@ fn apply_all(api: &Api, s: &Settings, web: &WebApp, report: &mut Report) -> anyh
     Ok(())
 }
 
-/// Removes every object provision manages: downtimes first, then the monitor, then the dashboards.
+/// The monitor body as Datadog would hold it: "metric alert" and "query alert" are one type, and the
+/// API answers either for either (terraform-provider-datadog suppresses the same difference, pull
+/// requests #242 and #1099), so the planned type counts as the saved one when both are of the two.
+fn as_saved(desired: &Value, current: &Value) -> Value {
+    let metric = |v: &Value| matches!(v.as_str(), Some("metric alert" | "query alert"));
+    let mut desired = desired.clone();
+    if metric(&desired["type"]) && metric(&current["type"]) {
+        desired["type"] = current["type"].clone();
+    }
+    desired
+}
+
+/// Removes every object provision manages: downtimes first, then every monitor with the
+/// `managed-by:apm-demo` tag (whatever its name: those of another `--host` or `--env` too), then the
+/// dashboards.
 pub fn destroy(api: &Api, settings: &Settings, web: &WebApp) -> Result<Report, Failed> {
     reporting(|report| destroy_all(api, settings, web, report))
 }
@@ -223,19 +239,19 @@ fn destroy_all(api: &Api, s: &Settings, web: &WebApp, report: &mut Report) -> an
             action: Action::Deleted,
         })
     };
-    let monitors = api.get(&format!("/api/v1/monitor?monitor_tags={MANAGED_BY}"))?;
     let downtimes = api.get("/api/v2/downtime")?;
+    for planned in &DOWNTIMES {
+        for downtime in find_downtimes(&downtimes, planned) {
+            let id = text_id(&downtime["id"])?;
+            api.delete(&format!("/api/v2/downtime/{id}"))?;
+            deleted("downtime", planned.name.to_owned(), id);
+        }
+    }
+    let monitors = api.get(&format!("/api/v1/monitor?monitor_tags={MANAGED_BY}"))?;
     for monitor in monitors.as_array().into_iter().flatten() {
         let Some(monitor_id) = monitor["id"].as_i64() else {
             continue;
         };
-        for planned in &DOWNTIMES {
-            if let Some(downtime) = find_downtime(&downtimes, planned, monitor_id) {
-                let id = text_id(&downtime["id"])?;
-                api.delete(&format!("/api/v2/downtime/{id}"))?;
-                deleted("downtime", planned.name.to_owned(), id);
-            }
-        }
         api.delete(&format!("/api/v1/monitor/{monitor_id}"))?;
         deleted(
             "monitor",
@@ -259,21 +275,24 @@ fn destroy_all(api: &Api, s: &Settings, web: &WebApp, report: &mut Report) -> an
     Ok(())
 }
 
-/// Our downtime of this kind for this monitor, if it exists and is not canceled.
-fn find_downtime<'a>(
+/// Our downtimes of this kind that are not canceled: those whose message starts with its marker,
+/// whichever monitors they name (those of an earlier provision named the monitor by id).
+fn find_downtimes<'a>(
     listed: &'a Value,
     planned: &PlannedDowntime,
-    monitor_id: i64,
-) -> Option<&'a Value> {
+) -> impl Iterator<Item = &'a Value> {
     let marker = planned.marker();
-    listed["data"].as_array().into_iter().flatten().find(|d| {
-        let a = &d["attributes"];
-        a["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with(&marker))
-            && a["monitor_identifier"]["monitor_id"].as_i64() == Some(monitor_id)
-            && a["status"] != "canceled"
-    })
+    listed["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(move |d| {
+            let a = &d["attributes"];
+            a["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(&marker))
+                && a["status"] != "canceled"
+        })
 }
 
 /// A downtime's attributes without the first occurrence's start, which moves with the day provision

@@ -10,7 +10,7 @@ use provision::api::{Api, Credentials};
 use provision::apply::{self, WebApp};
 use provision::resources::{self, Settings};
 
-/// The seed exercise's dashboards, monitor and downtimes, as code, applied through the Datadog API.
+/// The seed exercise's dashboards, monitors and downtimes, as code, applied through the Datadog API.
 #[derive(Debug, Parser)]
 #[command(name = "provision", version, about)]
 struct Cli {
@@ -126,7 +126,6 @@ fn run(cli: &Cli, settings: &Settings) -> anyhow::Result<()> {
                     println!("# {kind}\n{}\n", serde_json::to_string_pretty(body)?);
                 }
             }
-            println!("# downtimes name the monitor by its tag here; apply gives them its id");
         }
         return Ok(());
     }

@@ -1,4 +1,5 @@
-//! What provision manages, as the exact API request bodies: two dashboards, the monitor, two downtimes.
+//! What provision manages, as the exact API request bodies: two dashboards, three monitors, two
+//! downtimes.
 //!
 //! Small serde types of our own rather than the `datadog-api-client` crate (a clean build of it took
 //! 8.5 minutes and 7 GiB here, for four object kinds); `make test` validates every body against
@@ -14,6 +15,9 @@ pub const MANAGED_BY: &str = "managed-by:apm-demo";
 /// The operation name the service's spans carry; trace metrics are named after it (DESIGN.md).
 pub const OPERATION: &str = "http.server.request";
 pub const SERVICE: &str = "apm-demo";
+/// The operation name of the service's database client spans (DESIGN.md, "Spans"): Datadog's trace
+/// metrics of the queries are `trace.mysql.query.*`.
+pub const DB_OPERATION: &str = "mysql.query";
 /// The tag that scopes MySQL's metrics: agent-config/conf.d/mysql.d/conf.yaml gives it to the
 /// instance, and the MySQL check puts the instance's `tags` on every metric. Not `host:`: with
 /// `host: "%%host%%"` (another container) the check reports under `resolve_db_host(host)`, the
@@ -176,20 +180,20 @@ pub fn timeboard(s: &Settings) -> Dashboard {
 }
 
 /// APM and infrastructure together: the service's hits, errors and latency by resource, from the
-/// trace metrics of its operation, next to the host's CPU and memory (the `$host` template
-/// variable, opened on `--host`) and MySQL.
+/// trace metrics of its request spans and of its database query spans, next to the host's CPU and
+/// memory (the `$host` template variable, opened on `--host`) and MySQL. The trace widgets select
+/// `$service` and `$env`, opened on the service and `--env`.
 pub fn apm_dashboard(s: &Settings) -> Dashboard {
-    let scope = format!("service:{SERVICE},env:{}", s.env);
-    let trace = |suffix: &str| format!("trace.{OPERATION}{suffix}");
-    Dashboard {
-        title: "apm-demo: APM and infrastructure".into(),
-        description: description(
-            "The service's requests next to the host and the database that serve them.",
-        ),
-        layout_type: "ordered",
-        widgets: vec![
+    let scope = "$service,$env";
+    // Hits and errors are counts (`.as_count()`: per interval, not per second); latency is the
+    // `trace.<operation>` distribution, whose percentiles are computed over every span (DDSketch),
+    // rather than the older per-percentile `trace.<operation>.duration.by...` gauges
+    // (docs.datadoghq.com/tracing/guide/ddsketch_trace_metrics/).
+    let by_resource = |operation: &str, what: &str| -> [Widget; 3] {
+        let trace = |suffix: &str| format!("trace.{operation}{suffix}");
+        [
             timeseries(
-                "Hits by resource",
+                format!("{what}: hits by resource"),
                 &[format!(
                     "sum:{}{{{scope}}} by {{resource_name}}.as_count()",
                     trace(".hits")
@@ -197,7 +201,7 @@ pub fn apm_dashboard(s: &Settings) -> Dashboard {
                 "bars",
             ),
             timeseries(
-                "Errors by resource",
+                format!("{what}: errors by resource"),
                 &[format!(
                     "sum:{}{{{scope}}} by {{resource_name}}.as_count()",
                     trace(".errors")
@@ -205,46 +209,71 @@ pub fn apm_dashboard(s: &Settings) -> Dashboard {
                 "bars",
             ),
             timeseries(
-                "Latency p50 and p99 by resource",
+                format!("{what}: latency p50 and p99 by resource"),
                 &[
                     format!("p50:{}{{{scope}}} by {{resource_name}}", trace("")),
                     format!("p99:{}{{{scope}}} by {{resource_name}}", trace("")),
                 ],
                 "line",
             ),
-            timeseries(
-                "Host CPU (user, system)",
-                &[
-                    "avg:system.cpu.user{$host}".into(),
-                    "avg:system.cpu.system{$host}".into(),
-                ],
-                "area",
-            ),
-            timeseries(
-                "Host memory used",
-                &["avg:system.mem.used{$host}".into()],
-                "area",
-            ),
-            timeseries(
-                "MySQL queries per second",
-                &[format!("avg:mysql.performance.queries{{{MYSQL_SCOPE}}}")],
-                "line",
-            ),
-            // Open connections: Threads_connected. (mysql.net.connections is Connections as a rate:
-            // new connections per second, not how many are open.)
-            timeseries(
-                "MySQL open connections",
-                &[format!(
-                    "avg:mysql.performance.threads_connected{{{MYSQL_SCOPE}}}"
-                )],
-                "line",
-            ),
+        ]
+    };
+    let mut widgets = Vec::new();
+    widgets.extend(by_resource(OPERATION, "Requests"));
+    widgets.extend(by_resource(DB_OPERATION, "Database queries"));
+    widgets.extend([
+        timeseries(
+            "Host CPU (user, system)",
+            &[
+                "avg:system.cpu.user{$host}".into(),
+                "avg:system.cpu.system{$host}".into(),
+            ],
+            "area",
+        ),
+        timeseries(
+            "Host memory used",
+            &["avg:system.mem.used{$host}".into()],
+            "area",
+        ),
+        timeseries(
+            "MySQL queries per second",
+            &[format!("avg:mysql.performance.queries{{{MYSQL_SCOPE}}}")],
+            "line",
+        ),
+        // Open connections: Threads_connected. (mysql.net.connections is Connections as a rate:
+        // new connections per second, not how many are open.)
+        timeseries(
+            "MySQL open connections",
+            &[format!(
+                "avg:mysql.performance.threads_connected{{{MYSQL_SCOPE}}}"
+            )],
+            "line",
+        ),
+    ]);
+    Dashboard {
+        title: "apm-demo: APM and infrastructure".into(),
+        description: description(
+            "The service's requests and database queries next to the host and the database that serve them.",
+        ),
+        layout_type: "ordered",
+        widgets,
+        template_variables: vec![
+            TemplateVariable {
+                name: "service",
+                prefix: "service",
+                defaults: vec![SERVICE.into()],
+            },
+            TemplateVariable {
+                name: "env",
+                prefix: "env",
+                defaults: vec![s.env.clone()],
+            },
+            TemplateVariable {
+                name: "host",
+                prefix: "host",
+                defaults: vec![s.host.clone()],
+            },
         ],
-        template_variables: vec![TemplateVariable {
-            name: "host",
-            prefix: "host",
-            defaults: vec![s.host.clone()],
-        }],
         default_timeframe: Timeframe {
             kind: "live",
             unit: "hour",
@@ -253,11 +282,17 @@ pub fn apm_dashboard(s: &Settings) -> Dashboard {
     }
 }
 
-// ---------------------------------------------------------------- monitor (v1)
+// ---------------------------------------------------------------- monitors (v1)
 
 /// my_metric's thresholds: warning above 500, alert above 800, over the past 5 minutes.
 pub const WARNING: f64 = 500.0;
 pub const CRITICAL: f64 = 800.0;
+/// The service's error rate per resource (5xx spans over all spans), over 5 minutes.
+pub const ERROR_RATE_WARNING: f64 = 0.02;
+pub const ERROR_RATE_CRITICAL: f64 = 0.05;
+/// The service's p99 latency per resource, in seconds (the unit of the `trace.*` distribution).
+pub const P99_WARNING: f64 = 0.25;
+pub const P99_CRITICAL: f64 = 0.5;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Monitor {
@@ -274,8 +309,9 @@ pub struct Monitor {
 pub struct MonitorOptions {
     pub thresholds: Thresholds,
     pub notify_no_data: bool,
-    /// Minutes without data before the no-data state.
-    pub no_data_timeframe: u32,
+    /// Minutes without data before the no-data state (only with `notify_no_data`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_data_timeframe: Option<u32>,
     pub include_tags: bool,
     pub require_full_window: bool,
 }
@@ -301,7 +337,7 @@ threshold {{warn_threshold}}.{{/is_warning}}
 Notify: NOTIFY";
 
 /// Alerts on the average of my_metric over 5 minutes; grouped by host so that `{{host.ip}}` resolves.
-pub fn monitor(s: &Settings) -> Monitor {
+pub fn my_metric_monitor(s: &Settings) -> Monitor {
     let host = &s.host;
     let message = MONITOR_MESSAGE
         .replace("HOST", host)
@@ -318,11 +354,126 @@ pub fn monitor(s: &Settings) -> Monitor {
                 warning: WARNING,
             },
             notify_no_data: true,
-            no_data_timeframe: 10,
+            no_data_timeframe: Some(10),
             include_tags: true,
             require_full_window: false,
         },
     }
+}
+
+/// The message of a service monitor grouped by resource: WHAT (e.g. "p99 latency") and UNIT after
+/// each value; `{{resource_name.name}}` is the group that changed state.
+fn service_message(s: &Settings, what: &str, unit: &str, advice: &str) -> String {
+    let env = &s.env;
+    format!(
+        "{{{{#is_alert}}}}{what} of {{{{resource_name.name}}}} ({SERVICE}, env {env}) was {{{{value}}}}{unit} \
+over the past 5 minutes, above the alert threshold {{{{threshold}}}}{unit}. {advice}{{{{/is_alert}}}}
+{{{{#is_warning}}}}{what} of {{{{resource_name.name}}}} ({SERVICE}, env {env}) was {{{{value}}}}{unit} over \
+the past 5 minutes, above the warning threshold {{{{warn_threshold}}}}{unit}.{{{{/is_warning}}}}
+{{{{#is_recovery}}}}{what} of {{{{resource_name.name}}}} ({SERVICE}, env {env}) is back under \
+{{{{warn_threshold}}}}{unit}.{{{{/is_recovery}}}}
+
+Notify: {}",
+        s.mention()
+    )
+}
+
+/// A service monitor: the service's tags, no no-data alert (a resource nobody calls is not down:
+/// its group simply has no value), and an evaluation that does not wait for a full window.
+fn service_monitor(
+    s: &Settings,
+    name: &str,
+    query: String,
+    message: String,
+    thresholds: Thresholds,
+) -> Monitor {
+    Monitor {
+        name: format!("{SERVICE}: {name} (env:{})", s.env),
+        // "query alert", as Datadog's own monitor templates now write metric monitors; the API may
+        // answer either spelling for either (apply compares them as one).
+        kind: "query alert",
+        query,
+        message,
+        tags: vec![
+            MANAGED_BY.into(),
+            format!("service:{SERVICE}"),
+            format!("env:{}", s.env),
+        ],
+        options: MonitorOptions {
+            thresholds,
+            notify_no_data: false,
+            no_data_timeframe: None,
+            include_tags: true,
+            require_full_window: false,
+        },
+    }
+}
+
+/// The trace-metric scope of the service's monitors.
+fn service_scope(s: &Settings) -> String {
+    format!("service:{SERVICE},env:{}", s.env)
+}
+
+/// Errors over hits of the service's request spans, per resource, over 5 minutes. Per resource,
+/// not overall: a route that fails 10% of the time but takes a third of the traffic is 3% overall,
+/// under the alert line, and one that takes 1% of the traffic vanishes; per resource it alerts, and
+/// the alert names the route.
+pub fn error_rate_monitor(s: &Settings) -> Monitor {
+    let scope = service_scope(s);
+    let count = |suffix: &str| {
+        format!("sum:trace.{OPERATION}.{suffix}{{{scope}}} by {{resource_name}}.as_count()")
+    };
+    service_monitor(
+        s,
+        "error rate by resource",
+        format!(
+            "sum(last_5m):{} / {} > {ERROR_RATE_CRITICAL}",
+            count("errors"),
+            count("hits")
+        ),
+        service_message(
+            s,
+            "The error rate (5xx)",
+            "",
+            "Look at its error spans in APM (service page, the resource, Errors).",
+        ),
+        Thresholds {
+            critical: ERROR_RATE_CRITICAL,
+            warning: ERROR_RATE_WARNING,
+        },
+    )
+}
+
+/// The p99 of the service's request spans' duration, per resource, over 5 minutes, from the
+/// `trace.<operation>` distribution (the percentile over every span in the window).
+pub fn latency_monitor(s: &Settings) -> Monitor {
+    service_monitor(
+        s,
+        "p99 latency by resource",
+        format!(
+            "percentile(last_5m):p99:trace.{OPERATION}{{{}}} by {{resource_name}} > {P99_CRITICAL}",
+            service_scope(s)
+        ),
+        service_message(
+            s,
+            "The p99 latency",
+            " s",
+            "Look at its slowest traces in APM (service page, the resource, the latency distribution).",
+        ),
+        Thresholds {
+            critical: P99_CRITICAL,
+            warning: P99_WARNING,
+        },
+    )
+}
+
+/// Every monitor provision manages, in the order apply creates them.
+pub fn monitors(s: &Settings) -> Vec<Monitor> {
+    vec![
+        my_metric_monitor(s),
+        error_rate_monitor(s),
+        latency_monitor(s),
+    ]
 }
 
 // ---------------------------------------------------------------- downtimes (v2)
@@ -352,12 +503,19 @@ pub struct DowntimeAttributes {
     pub notify_end_types: Vec<&'static str>,
 }
 
-/// The monitor a downtime silences: known by id once the monitor exists, by tag before.
+/// The monitors a downtime silences: every monitor that carries all these tags (v2's
+/// `DowntimeMonitorIdentifierTags`), so one downtime covers each managed monitor, those added later
+/// included, without knowing their ids.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(untagged)]
-pub enum MonitorIdentifier {
-    Id { monitor_id: i64 },
-    Tags { monitor_tags: Vec<String> },
+pub struct MonitorIdentifier {
+    pub monitor_tags: Vec<String>,
+}
+
+/// Every monitor provision manages, by its tag.
+pub fn managed_monitors() -> MonitorIdentifier {
+    MonitorIdentifier {
+        monitor_tags: vec![MANAGED_BY.into()],
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -414,7 +572,11 @@ impl PlannedDowntime {
         format!("[{MANAGED_BY} downtime:{}]", self.name)
     }
 
-    pub fn request(&self, s: &Settings, monitor: MonitorIdentifier) -> DowntimeRequest {
+    /// Its body. The scope is `*`: it filters the groups of the monitors it silences (the tags of
+    /// their queries, not the monitors' own tags), and the monitors are grouped by different tags
+    /// (my_metric's by host, the service's by resource_name): a `host:` scope would silence no group
+    /// of a monitor grouped by resource_name.
+    pub fn request(&self, s: &Settings) -> DowntimeRequest {
         let days: Vec<&str> = self.weekdays.iter().map(|d| rrule_day(*d)).collect();
         let first = self.next_start(&s.now);
         DowntimeRequest {
@@ -422,13 +584,13 @@ impl PlannedDowntime {
                 kind: "downtime",
                 attributes: DowntimeAttributes {
                     message: format!(
-                        "{} my_metric's monitor is muted out of office hours ({}). {}",
+                        "{} apm-demo's monitors are muted out of office hours ({}). {}",
                         self.marker(),
                         self.name,
                         s.mention()
                     ),
-                    scope: format!("host:{}", s.host),
-                    monitor_identifier: monitor,
+                    scope: "*".into(),
+                    monitor_identifier: managed_monitors(),
                     display_timezone: s.timezone().to_owned(),
                     schedule: Schedule {
                         timezone: s.timezone().to_owned(),
@@ -486,18 +648,12 @@ pub struct Plan {
     pub downtimes: Vec<DowntimeRequest>,
 }
 
-/// The plan; downtimes name the monitor by tag until it has an id.
+/// The plan: exactly what apply sends.
 pub fn plan(s: &Settings) -> Plan {
-    let by_tag = MonitorIdentifier::Tags {
-        monitor_tags: vec![MANAGED_BY.into()],
-    };
     Plan {
         dashboards: vec![timeboard(s), apm_dashboard(s)],
-        monitors: vec![monitor(s)],
-        downtimes: DOWNTIMES
-            .iter()
-            .map(|d| d.request(s, by_tag.clone()))
-            .collect(),
+        monitors: monitors(s),
+        downtimes: DOWNTIMES.iter().map(|d| d.request(s)).collect(),
     }
 }
 
@@ -526,7 +682,7 @@ mod tests {
     }
 
     fn start(downtime: &PlannedDowntime, s: &Settings) -> String {
-        let request = downtime.request(s, MonitorIdentifier::Id { monitor_id: 1 });
+        let request = downtime.request(s);
         request.data.attributes.schedule.recurrences[0]
             .start
             .clone()
@@ -576,13 +732,19 @@ mod tests {
     fn apm_dashboard_uses_the_services_trace_metrics() {
         let dashboard = apm_dashboard(&settings());
         let queries = queries(&dashboard);
-        let expected = [
-            "sum:trace.http.server.request.hits{service:apm-demo,env:demo}",
-            "sum:trace.http.server.request.errors{",
-            "p99:trace.http.server.request{",
-        ];
-        for prefix in expected {
-            assert!(queries.iter().any(|q| q.starts_with(prefix)), "{prefix}");
+        for operation in ["http.server.request", "mysql.query"] {
+            for expected in [
+                format!(
+                    "sum:trace.{operation}.hits{{$service,$env}} by {{resource_name}}.as_count()"
+                ),
+                format!(
+                    "sum:trace.{operation}.errors{{$service,$env}} by {{resource_name}}.as_count()"
+                ),
+                format!("p50:trace.{operation}{{$service,$env}} by {{resource_name}}"),
+                format!("p99:trace.{operation}{{$service,$env}} by {{resource_name}}"),
+            ] {
+                assert!(queries.contains(&expected.as_str()), "{expected}");
+            }
         }
         for part in [
             "system.cpu.user{$host}",
@@ -592,6 +754,28 @@ mod tests {
         ] {
             assert!(queries.iter().any(|q| q.contains(part)), "{part}");
         }
+    }
+
+    /// The trace widgets open on the service and `--env`, the infrastructure ones on `--host`.
+    #[test]
+    fn template_variables_open_on_the_service_env_and_host() {
+        let s = Settings {
+            env: "staging".into(),
+            ..settings()
+        };
+        let variables: Vec<(&str, &str, Vec<String>)> = apm_dashboard(&s)
+            .template_variables
+            .into_iter()
+            .map(|v| (v.name, v.prefix, v.defaults))
+            .collect();
+        assert_eq!(
+            variables,
+            [
+                ("service", "service", vec!["apm-demo".to_owned()]),
+                ("env", "env", vec!["staging".to_owned()]),
+                ("host", "host", vec!["demo-host".to_owned()]),
+            ]
+        );
     }
 
     #[test]
@@ -604,10 +788,9 @@ mod tests {
         );
     }
 
-    /// Every `$variable` a query uses is declared, and every declared one is used and opens on
-    /// `--host`.
+    /// Every `$variable` a query uses is declared, and every declared one is used.
     #[test]
-    fn template_variables_are_declared_used_and_default_to_the_host() {
+    fn template_variables_are_declared_and_used() {
         let dashboard = apm_dashboard(&settings());
         let queries = queries(&dashboard);
         for variable in &dashboard.template_variables {
@@ -616,7 +799,6 @@ mod tests {
                 queries.iter().any(|q| q.contains(&reference)),
                 "{reference} is used by no query"
             );
-            assert_eq!(variable.defaults, ["demo-host"]);
         }
         for q in &queries {
             for (i, _) in q.match_indices('$') {
@@ -635,58 +817,140 @@ mod tests {
     }
 
     #[test]
-    fn monitor_thresholds_match_the_query() {
-        let monitor = monitor(&settings());
-        let (_, threshold) = monitor.query.rsplit_once(" > ").expect("a `>` comparison");
-        let threshold: f64 = threshold.parse().unwrap();
+    fn every_monitors_thresholds_match_its_query() {
+        for monitor in monitors(&settings()) {
+            let (_, threshold) = monitor.query.rsplit_once(" > ").expect("a `>` comparison");
+            let threshold: f64 = threshold.parse().unwrap();
+            assert_eq!(
+                threshold, monitor.options.thresholds.critical,
+                "{}: Datadog requires them equal",
+                monitor.name
+            );
+            assert!(
+                monitor.options.thresholds.warning < monitor.options.thresholds.critical,
+                "{}: warning first for `>`",
+                monitor.name
+            );
+            assert_eq!(monitor.tags[0], MANAGED_BY, "{}", monitor.name);
+        }
+    }
+
+    #[test]
+    fn my_metric_monitor_is_the_seeds() {
+        let monitor = my_metric_monitor(&settings());
         assert_eq!(
-            threshold, monitor.options.thresholds.critical,
-            "Datadog requires them equal"
+            monitor.query,
+            "avg(last_5m):avg:my_metric{host:demo-host} by {host} > 800"
         );
-        assert!(
-            monitor.options.thresholds.warning < monitor.options.thresholds.critical,
-            "warning first for `>`"
-        );
-        assert!(
-            monitor
-                .query
-                .starts_with("avg(last_5m):avg:my_metric{host:demo-host} by {host}")
+        assert_eq!(
+            (monitor.options.thresholds.warning, monitor.kind),
+            (500.0, "metric alert")
         );
         assert_eq!(
             (
                 monitor.options.notify_no_data,
                 monitor.options.no_data_timeframe
             ),
-            (true, 10)
+            (true, Some(10))
         );
     }
 
     #[test]
-    fn monitor_message_differs_by_state_and_notifies() {
-        let message = monitor(&settings()).message;
-        for section in ["is_alert", "is_warning", "is_no_data"] {
-            assert!(
-                message.contains(&format!("{{{{#{section}}}}}")),
-                "{section}"
+    fn the_service_monitors_are_per_resource_in_its_env() {
+        let s = Settings {
+            env: "staging".into(),
+            ..settings()
+        };
+        let error_rate = error_rate_monitor(&s);
+        assert_eq!(
+            error_rate.query,
+            "sum(last_5m):sum:trace.http.server.request.errors{service:apm-demo,env:staging} by \
+             {resource_name}.as_count() / sum:trace.http.server.request.hits{service:apm-demo,env:staging} \
+             by {resource_name}.as_count() > 0.05"
+        );
+        assert_eq!(error_rate.options.thresholds.warning, 0.02);
+        let latency = latency_monitor(&s);
+        assert_eq!(
+            latency.query,
+            "percentile(last_5m):p99:trace.http.server.request{service:apm-demo,env:staging} by \
+             {resource_name} > 0.5"
+        );
+        assert_eq!(latency.options.thresholds.warning, 0.25);
+        for monitor in [&error_rate, &latency] {
+            assert_eq!(
+                monitor.tags,
+                ["managed-by:apm-demo", "service:apm-demo", "env:staging"]
             );
-            assert!(
-                message.contains(&format!("{{{{/{section}}}}}")),
-                "{section}"
-            );
+            assert!(monitor.name.ends_with("(env:staging)"), "{}", monitor.name);
+            assert_eq!(monitor.kind, "query alert");
+            assert!(!monitor.options.notify_no_data);
+            let json = serde_json::to_value(monitor).unwrap();
+            assert!(json["options"].get("no_data_timeframe").is_none(), "{json}");
         }
-        let alert = &message
-            [message.find("{{#is_alert}}").unwrap()..message.find("{{/is_alert}}").unwrap()];
+        assert_ne!(error_rate.name, latency.name);
+        let names: Vec<String> = monitors(&s).into_iter().map(|m| m.name).collect();
+        assert_eq!(names.len(), 3);
+        assert!(
+            names.iter().all(|n| n.starts_with("apm-demo: ")),
+            "{names:?}"
+        );
+    }
+
+    /// The text between `{{#section}}` and `{{/section}}`.
+    fn section<'a>(message: &'a str, name: &str) -> &'a str {
+        let open = format!("{{{{#{name}}}}}");
+        let start = message.find(&open).unwrap_or_else(|| panic!("{name}")) + open.len();
+        let end = message
+            .find(&format!("{{{{/{name}}}}}"))
+            .unwrap_or_else(|| panic!("{name}"));
+        &message[start..end]
+    }
+
+    #[test]
+    fn monitor_messages_differ_by_state_and_notify() {
+        let message = my_metric_monitor(&settings()).message;
+        let alert = section(&message, "is_alert");
         assert!(
             alert.contains("{{value}}") && alert.contains("{{host.ip}}"),
             "{alert}"
         );
+        assert!(section(&message, "is_warning").contains("{{warn_threshold}}"));
+        assert!(section(&message, "is_no_data").contains("demo-host"));
+        assert!(section(&message, "is_recovery").contains("back to normal"));
         assert!(message.contains("@me@example.com"));
+
+        for (monitor, what, unit) in [
+            (error_rate_monitor(&settings()), "error rate", ""),
+            (latency_monitor(&settings()), "p99 latency", " s"),
+        ] {
+            let message = &monitor.message;
+            let alert = section(message, "is_alert");
+            let warning = section(message, "is_warning");
+            let recovery = section(message, "is_recovery");
+            for text in [alert, warning, recovery] {
+                assert!(
+                    text.contains(what) && text.contains("{{resource_name.name}}"),
+                    "{text}"
+                );
+            }
+            assert!(
+                alert.contains(&format!("{{{{threshold}}}}{unit}.")),
+                "{alert}"
+            );
+            assert!(
+                warning.contains(&format!("{{{{warn_threshold}}}}{unit}.")),
+                "{warning}"
+            );
+            assert!(alert.contains("{{value}}") && warning.contains("{{value}}"));
+            assert_ne!(alert, warning);
+            assert!(message.ends_with("Notify: @me@example.com"), "{message}");
+        }
     }
 
     #[test]
     fn downtimes_start_on_their_next_day() {
         let s = settings();
-        let weeknights = WEEKNIGHTS.request(&s, MonitorIdentifier::Id { monitor_id: 1 });
+        let weeknights = WEEKNIGHTS.request(&s);
         let recurrence = &weeknights.data.attributes.schedule.recurrences[0];
         assert_eq!(recurrence.rrule, "FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR");
         assert_eq!(recurrence.start, "2026-11-25T19:00:00");
@@ -779,7 +1043,7 @@ mod tests {
         };
         let mut silenced = vec![false; 3 * WEEK as usize];
         for downtime in DOWNTIMES {
-            let request = downtime.request(&s, MonitorIdentifier::Id { monitor_id: 1 });
+            let request = downtime.request(&s);
             let recurrence = &request.data.attributes.schedule.recurrences[0];
             let hours: i64 = recurrence.duration.trim_end_matches('h').parse().unwrap();
             let days = recurrence.rrule.trim_start_matches("FREQ=WEEKLY;BYDAY=");
@@ -805,7 +1069,7 @@ mod tests {
     }
 
     #[test]
-    fn plan_has_all_five_objects() {
+    fn plan_has_all_seven_objects() {
         let plan = plan(&settings());
         assert_eq!(
             (
@@ -813,7 +1077,29 @@ mod tests {
                 plan.monitors.len(),
                 plan.downtimes.len()
             ),
-            (2, 1, 2)
+            (2, 3, 2)
         );
+    }
+
+    /// Each downtime silences every managed monitor, every group: by the monitors' tag, scope `*`.
+    #[test]
+    fn downtimes_cover_every_managed_monitor() {
+        for request in plan(&settings()).downtimes {
+            let attributes = request.data.attributes;
+            assert_eq!(attributes.scope, "*");
+            assert_eq!(attributes.monitor_identifier.monitor_tags, [MANAGED_BY]);
+            assert!(
+                attributes
+                    .message
+                    .starts_with("[managed-by:apm-demo downtime:")
+            );
+        }
+        for monitor in monitors(&settings()) {
+            assert!(
+                monitor.tags.iter().any(|t| t == MANAGED_BY),
+                "{}",
+                monitor.name
+            );
+        }
     }
 }

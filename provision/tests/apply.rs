@@ -1,6 +1,7 @@
 //! The apply flow against a local HTTP server that answers like the Datadog API (dashboards v1,
 //! monitors v1, downtimes v2), with faults injected: create, update in place, nothing to do, 403, 429,
-//! 5xx, a partial failure and the run that converges after it.
+//! 5xx, a partial failure and the run that converges after it; three monitors, each found by the
+//! managed-by tag and its name, and downtimes that cover them all by that tag.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use provision::api::{Api, Credentials};
 use provision::apply::{self, Action, WebApp};
-use provision::resources::Settings;
+use provision::resources::{self, Settings};
 use serde_json::{Value, json};
 
 #[derive(Default)]
@@ -26,8 +27,9 @@ struct Store {
     log: Vec<(String, String)>,
     /// Answers to give before the real one, per "METHOD /path" prefix.
     faults: HashMap<String, VecDeque<(StatusCode, Option<&'static str>)>>,
-    /// A "METHOD /path" prefix that always answers 500.
+    /// A "METHOD /path" prefix that answers 500, once `broken_after` requests to it have succeeded.
     broken: Option<String>,
+    broken_after: usize,
     api_key_seen: Option<String>,
 }
 
@@ -98,18 +100,21 @@ async fn faults(
             .as_ref()
             .is_some_and(|b| key.starts_with(b.as_str()))
         {
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                r#"{"errors":["Internal Server Error"]}"#,
-            )
-                .into_response();
-        }
-        let fault = store
+            if store.broken_after > 0 {
+                store.broken_after -= 1;
+            } else {
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    r#"{"errors":["Internal Server Error"]}"#,
+                )
+                    .into_response();
+            }
+        } else if let Some((status, retry_after)) = store
             .faults
             .iter_mut()
             .find(|(prefix, queue)| key.starts_with(prefix.as_str()) && !queue.is_empty())
-            .and_then(|(_, queue)| queue.pop_front());
-        if let Some((status, retry_after)) = fault {
+            .and_then(|(_, queue)| queue.pop_front())
+        {
             let mut response = (status, format!(r#"{{"errors":["{status}"]}}"#)).into_response();
             if let Some(seconds) = retry_after {
                 response
@@ -207,6 +212,7 @@ async fn create_monitor(
     let mut s = s.lock().unwrap();
     body["id"] = json!(new_id(&mut s));
     body["overall_state"] = json!("No Data");
+    as_the_api_types_it(&mut body);
     s.monitors.push(body.clone());
     axum::Json(body)
 }
@@ -223,8 +229,17 @@ async fn update_monitor(
         .find(|m| m["id"] == id)
         .ok_or(StatusCode::NOT_FOUND)?;
     body["id"] = json!(id);
+    as_the_api_types_it(&mut body);
     *stored = body.clone();
     Ok(axum::Json(body))
+}
+
+/// The API may save a "metric alert" as a "query alert" (terraform-provider-datadog #242, #1099): so
+/// does this one, always, so that apply must take the two for one type.
+fn as_the_api_types_it(monitor: &mut Value) {
+    if monitor["type"] == "metric alert" {
+        monitor["type"] = json!("query alert");
+    }
 }
 
 async fn delete_monitor(State(s): State<Shared>, Path(id): Path<i64>) -> StatusCode {
@@ -329,17 +344,40 @@ fn writes(store: &Shared) -> Vec<(String, String)> {
         .collect()
 }
 
+fn actions(report: &apply::Report) -> Vec<(&'static str, Action)> {
+    report.outcomes.iter().map(|o| (o.kind, o.action)).collect()
+}
+
+/// The planned monitors' names, in plan order.
+fn planned_monitors() -> Vec<String> {
+    resources::monitors(&settings())
+        .into_iter()
+        .map(|m| m.name)
+        .collect()
+}
+
+fn counts(store: &Shared) -> (usize, usize, usize) {
+    let s = store.lock().unwrap();
+    let live = s
+        .downtimes
+        .iter()
+        .filter(|d| d["attributes"]["status"] != "canceled")
+        .count();
+    (s.dashboards.len(), s.monitors.len(), live)
+}
+
 #[test]
-fn first_apply_creates_everything_and_wires_the_downtimes_to_the_monitor() {
+fn first_apply_creates_everything_and_the_downtimes_cover_every_monitor() {
     let store = Shared::default();
     let base = fake_datadog(store.clone());
     let report = apply::apply(&api(&base), &settings(), &web()).unwrap();
-    let actions: Vec<(&str, Action)> = report.outcomes.iter().map(|o| (o.kind, o.action)).collect();
     assert_eq!(
-        actions,
+        actions(&report),
         [
             ("dashboard", Action::Created),
             ("dashboard", Action::Created),
+            ("monitor", Action::Created),
+            ("monitor", Action::Created),
             ("monitor", Action::Created),
             ("downtime", Action::Created),
             ("downtime", Action::Created)
@@ -347,26 +385,43 @@ fn first_apply_creates_everything_and_wires_the_downtimes_to_the_monitor() {
     );
     let s = store.lock().unwrap();
     assert_eq!(s.api_key_seen.as_deref(), Some("test-api-key"));
-    let monitor_id = s.monitors[0]["id"].as_i64().unwrap();
+    let names: Vec<&str> = s
+        .monitors
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, planned_monitors());
+    // Each downtime silences the monitors carrying all of its monitor_tags, in every group (`*`):
+    // every monitor apply made carries them.
+    assert_eq!(s.downtimes.len(), 2);
     for downtime in &s.downtimes {
-        assert_eq!(
-            downtime["attributes"]["monitor_identifier"]["monitor_id"],
-            monitor_id
-        );
-        assert_eq!(
-            downtime["attributes"]["schedule"]["timezone"],
-            "Europe/Paris"
-        );
+        let attributes = &downtime["attributes"];
+        assert_eq!(attributes["scope"], "*");
+        assert_eq!(attributes["schedule"]["timezone"], "Europe/Paris");
+        let tags = attributes["monitor_identifier"]["monitor_tags"]
+            .as_array()
+            .unwrap();
+        assert!(!tags.is_empty());
+        for monitor in &s.monitors {
+            let carried = monitor["tags"].as_array().unwrap();
+            assert!(tags.iter().all(|t| carried.contains(t)), "{monitor}");
+        }
     }
     let urls: Vec<&str> = report.outcomes.iter().map(|o| o.url.as_str()).collect();
     assert!(
         urls[0].starts_with("https://app.datadoghq.com/dashboard/abc-def-"),
         "{urls:?}"
     );
-    assert_eq!(
-        urls[2],
-        format!("https://app.datadoghq.com/monitors/{monitor_id}")
-    );
+    for (i, monitor) in s.monitors.iter().enumerate() {
+        assert_eq!(
+            urls[2 + i],
+            format!("https://app.datadoghq.com/monitors/{}", monitor["id"])
+        );
+        assert_eq!(
+            report.outcomes[2 + i].name,
+            monitor["name"].as_str().unwrap()
+        );
+    }
 }
 
 #[test]
@@ -376,6 +431,7 @@ fn second_apply_changes_nothing_and_says_so() {
     apply::apply(&api(&base), &settings(), &web()).unwrap();
     let before = writes(&store).len();
     let report = apply::apply(&api(&base), &settings(), &web()).unwrap();
+    assert_eq!(report.outcomes.len(), 7);
     assert!(
         report
             .outcomes
@@ -384,11 +440,9 @@ fn second_apply_changes_nothing_and_says_so() {
         "{report:?}"
     );
     assert_eq!(writes(&store).len(), before, "no write on the second apply");
-    let s = store.lock().unwrap();
-    assert_eq!(
-        (s.dashboards.len(), s.monitors.len(), s.downtimes.len()),
-        (2, 1, 2)
-    );
+    assert_eq!(counts(&store), (2, 3, 2));
+    // The fake saved the seed's "metric alert" as a "query alert", as the API may: the same type.
+    assert_eq!(store.lock().unwrap().monitors[0]["type"], "query alert");
 }
 
 #[test]
@@ -396,9 +450,11 @@ fn a_changed_object_is_updated_in_place() {
     let store = Shared::default();
     let base = fake_datadog(store.clone());
     apply::apply(&api(&base), &settings(), &web()).unwrap();
+    let original_query = store.lock().unwrap().monitors[2]["query"].clone();
     {
         let mut s = store.lock().unwrap();
         s.monitors[0]["options"]["thresholds"]["critical"] = json!(900);
+        s.monitors[2]["query"] = json!("percentile(last_5m):p99:trace.x{*} > 9");
         s.dashboards[1]["widgets"].as_array_mut().unwrap().pop();
         s.downtimes[1]["attributes"]["schedule"]["recurrences"][0]["duration"] = json!("48h");
     }
@@ -411,16 +467,114 @@ fn a_changed_object_is_updated_in_place() {
             Action::Updated,
             Action::Updated,
             Action::Unchanged,
+            Action::Updated,
+            Action::Unchanged,
             Action::Updated
         ]
     );
+    assert_eq!(counts(&store), (2, 3, 2), "updated, not duplicated");
     let s = store.lock().unwrap();
-    assert_eq!(s.monitors.len(), 1, "updated, not duplicated");
     assert_eq!(s.monitors[0]["options"]["thresholds"]["critical"], 800.0);
+    assert_eq!(s.monitors[2]["query"], original_query);
+    let puts: Vec<String> = s
+        .log
+        .iter()
+        .filter(|(m, p)| m == "PUT" && p.starts_with("/api/v1/monitor/"))
+        .map(|(_, p)| p.clone())
+        .collect();
+    assert_eq!(
+        puts,
+        [
+            format!("/api/v1/monitor/{}", s.monitors[0]["id"]),
+            format!("/api/v1/monitor/{}", s.monitors[2]["id"])
+        ],
+        "each changed monitor updated under its own id"
+    );
     assert_eq!(
         s.downtimes[1]["attributes"]["schedule"]["recurrences"][0]["duration"],
         "57h"
     );
+}
+
+/// A monitor is ours by the tag and its name: one without the tag is not touched even if it has
+/// the name, and one with the tag that the plan no longer has (another --host's) is left to destroy.
+#[test]
+fn monitors_are_found_by_the_tag_and_their_name() {
+    let store = Shared::default();
+    let base = fake_datadog(store.clone());
+    let names = planned_monitors();
+    {
+        let mut s = store.lock().unwrap();
+        s.monitors
+            .push(json!({"id": 900, "name": names[1], "type": "query alert",
+            "query": "avg(last_5m):avg:someone.elses{*} > 1", "tags": ["team:other"]}));
+        s.monitors.push(
+            json!({"id": 901, "name": "apm-demo: my_metric is high on old-host",
+            "type": "metric alert", "query": "avg(last_5m):avg:my_metric{host:old-host} > 800",
+            "tags": ["managed-by:apm-demo"]}),
+        );
+    }
+    let report = apply::apply(&api(&base), &settings(), &web()).unwrap();
+    assert_eq!(
+        actions(&report)[2..5],
+        [
+            ("monitor", Action::Created),
+            ("monitor", Action::Created),
+            ("monitor", Action::Created)
+        ]
+    );
+    {
+        let s = store.lock().unwrap();
+        assert_eq!(s.monitors.len(), 5);
+        assert_eq!(
+            s.monitors[0]["query"],
+            "avg(last_5m):avg:someone.elses{*} > 1"
+        );
+        assert_eq!(s.monitors[1]["tags"], json!(["managed-by:apm-demo"]));
+    }
+    let report = apply::destroy(&api(&base), &settings(), &web()).unwrap();
+    let removed: Vec<&str> = report
+        .outcomes
+        .iter()
+        .filter(|o| o.kind == "monitor")
+        .map(|o| o.id.as_str())
+        .collect();
+    assert_eq!(removed.len(), 4, "{removed:?}");
+    assert!(removed.contains(&"901") && !removed.contains(&"900"));
+    let s = store.lock().unwrap();
+    assert_eq!(s.monitors.len(), 1);
+    assert_eq!(s.monitors[0]["id"], 900);
+}
+
+/// Downtimes made before the service monitors named my_metric's monitor by id and scoped it to the
+/// host: apply finds them by their marker and turns them into downtimes of every managed monitor.
+#[test]
+fn downtimes_of_one_monitor_are_widened_to_all_of_them() {
+    let store = Shared::default();
+    let base = fake_datadog(store.clone());
+    apply::apply(&api(&base), &settings(), &web()).unwrap();
+    {
+        let mut s = store.lock().unwrap();
+        let id = s.monitors[0]["id"].clone();
+        for downtime in &mut s.downtimes {
+            downtime["attributes"]["monitor_identifier"] = json!({"monitor_id": id});
+            downtime["attributes"]["scope"] = json!("host:test-host");
+        }
+    }
+    let report = apply::apply(&api(&base), &settings(), &web()).unwrap();
+    assert_eq!(
+        actions(&report)[5..],
+        [("downtime", Action::Updated), ("downtime", Action::Updated)]
+    );
+    let s = store.lock().unwrap();
+    assert_eq!(s.downtimes.len(), 2, "updated, not duplicated");
+    for downtime in &s.downtimes {
+        assert_eq!(
+            downtime["attributes"]["monitor_identifier"],
+            json!({"monitor_tags": ["managed-by:apm-demo"]})
+        );
+        assert_eq!(downtime["attributes"]["scope"], "*");
+    }
 }
 
 #[test]
@@ -455,15 +609,16 @@ fn rate_limits_are_waited_out_as_the_api_asks() {
         started.elapsed() >= Duration::from_secs(1),
         "waited the Retry-After second"
     );
-    assert_eq!(report.outcomes.len(), 5);
+    assert_eq!(report.outcomes.len(), 7);
     let s = store.lock().unwrap();
-    assert_eq!(s.monitors.len(), 1);
+    assert_eq!(s.monitors.len(), 3);
     assert_eq!(
         s.log
             .iter()
             .filter(|(m, p)| m == "POST" && p == "/api/v1/monitor")
             .count(),
-        2
+        4,
+        "three monitors, the first one twice"
     );
 }
 
@@ -499,19 +654,19 @@ fn server_errors_are_retried_a_bounded_number_of_times() {
 fn a_partial_failure_reports_what_was_done_and_the_next_apply_converges() {
     let store = Shared::default();
     let base = fake_datadog(store.clone());
-    store.lock().unwrap().broken = Some("POST /api/v1/monitor".into());
+    {
+        // The first monitor is created, the second fails.
+        let mut s = store.lock().unwrap();
+        s.broken = Some("POST /api/v1/monitor".into());
+        s.broken_after = 1;
+    }
     let failed = apply::apply(&api(&base), &settings(), &web()).unwrap_err();
-    let done: Vec<(&str, Action)> = failed
-        .report
-        .outcomes
-        .iter()
-        .map(|o| (o.kind, o.action))
-        .collect();
     assert_eq!(
-        done,
+        actions(&failed.report),
         [
             ("dashboard", Action::Created),
-            ("dashboard", Action::Created)
+            ("dashboard", Action::Created),
+            ("monitor", Action::Created)
         ]
     );
     assert!(format!("{:#}", failed.error).contains("POST /api/v1/monitor"));
@@ -524,17 +679,14 @@ fn a_partial_failure_reports_what_was_done_and_the_next_apply_converges() {
         [
             Action::Unchanged,
             Action::Unchanged,
+            Action::Unchanged,
+            Action::Created,
             Action::Created,
             Action::Created,
             Action::Created
         ]
     );
-    let s = store.lock().unwrap();
-    assert_eq!(
-        (s.dashboards.len(), s.monitors.len(), s.downtimes.len()),
-        (2, 1, 2),
-        "no duplicates"
-    );
+    assert_eq!(counts(&store), (2, 3, 2), "no duplicates");
 }
 
 #[test]
@@ -543,18 +695,35 @@ fn destroy_removes_everything_it_manages() {
     let base = fake_datadog(store.clone());
     apply::apply(&api(&base), &settings(), &web()).unwrap();
     let report = apply::destroy(&api(&base), &settings(), &web()).unwrap();
-    assert_eq!(report.outcomes.len(), 5);
+    let kinds: Vec<&str> = report.outcomes.iter().map(|o| o.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "downtime",
+            "downtime",
+            "monitor",
+            "monitor",
+            "monitor",
+            "dashboard",
+            "dashboard"
+        ]
+    );
+    assert!(report.outcomes.iter().all(|o| o.action == Action::Deleted));
+    assert_eq!(counts(&store), (0, 0, 0));
     let s = store.lock().unwrap();
-    assert!(s.dashboards.is_empty() && s.monitors.is_empty());
     assert!(
         s.downtimes
             .iter()
             .all(|d| d["attributes"]["status"] == "canceled")
     );
     drop(s);
+    // A second destroy finds nothing: canceled downtimes are not canceled again.
+    let report = apply::destroy(&api(&base), &settings(), &web()).unwrap();
+    assert!(report.outcomes.is_empty(), "{report:?}");
     // And a new apply starts from scratch rather than reviving canceled downtimes.
     let report = apply::apply(&api(&base), &settings(), &web()).unwrap();
     assert!(report.outcomes.iter().all(|o| o.action == Action::Created));
+    assert_eq!(counts(&store), (2, 3, 2));
 }
 
 #[test]

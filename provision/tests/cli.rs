@@ -81,11 +81,21 @@ fn settings_come_from_dotenv_unless_the_environment_sets_them() {
     assert!(query.contains("{host:host-from-dotenv}"), "{query}");
     let attributes = &from_dotenv["downtimes"][0]["data"]["attributes"];
     assert_eq!(attributes["schedule"]["timezone"], "Europe/Paris");
-    // DD_ENV= is empty: the built-in default, not `env:`.
-    let hits = from_dotenv["dashboards"][1]["widgets"][0]["definition"]["requests"][0]["q"]
-        .as_str()
-        .unwrap();
-    assert!(hits.contains("env:demo}"), "{hits}");
+    // DD_ENV= is empty: the built-in default, not `env:`, in the service monitors' scope and the
+    // APM dashboard's `$env`.
+    let error_rate = from_dotenv["monitors"][1]["query"].as_str().unwrap();
+    assert!(
+        error_rate.contains("{service:apm-demo,env:demo}"),
+        "{error_rate}"
+    );
+    let variables = &from_dotenv["dashboards"][1]["template_variables"];
+    assert!(
+        variables
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!({"name": "env", "prefix": "env", "defaults": ["demo"]})),
+        "{variables}"
+    );
 
     let from_env = plan(&provision(
         &dir,

@@ -73,8 +73,8 @@ def validate(body, model):
     return result
 
 
-def test_plan_prints_all_five_objects(plan):
-    assert (len(plan["dashboards"]), len(plan["monitors"]), len(plan["downtimes"])) == (2, 1, 2)
+def test_plan_prints_all_seven_objects(plan):
+    assert (len(plan["dashboards"]), len(plan["monitors"]), len(plan["downtimes"])) == (2, 3, 2)
 
 
 @pytest.mark.parametrize("index", [0, 1])
@@ -83,9 +83,29 @@ def test_dashboards_are_valid(plan, index):
     assert str(dashboard.layout_type) == "ordered"
 
 
-def test_monitor_is_valid(plan):
-    monitor = validate(plan["monitors"][0], Monitor)
-    assert str(monitor.type) == "metric alert"
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_monitors_are_valid(plan, index):
+    monitor = validate(plan["monitors"][index], Monitor)
+    assert str(monitor.type) in ("metric alert", "query alert")
+    # The model's own options: thresholds as numbers, warning before critical for `>`.
+    thresholds = monitor.options.thresholds
+    assert thresholds.warning < thresholds.critical
+    assert monitor.query.endswith(f"> {thresholds.critical:g}")
+    for state in ("is_alert", "is_warning", "is_recovery"):
+        assert f"{{{{#{state}}}}}" in monitor.message and f"{{{{/{state}}}}}" in monitor.message, state
+    assert "managed-by:apm-demo" in monitor.tags
+
+
+def test_the_downtimes_silence_every_monitor_of_the_plan(plan):
+    """A v2 downtime silences the monitors that carry all its monitor_tags, in the groups its scope
+    matches (DowntimeMonitorIdentifierTags; `*`: every group)."""
+    for downtime in plan["downtimes"]:
+        request = validate(downtime, DowntimeCreateRequest)
+        attributes = request.data.attributes
+        assert attributes.scope == "*"
+        tags = attributes.monitor_identifier.monitor_tags
+        for monitor in plan["monitors"]:
+            assert set(tags) <= set(monitor["tags"]), monitor["name"]
 
 
 @pytest.mark.parametrize("index", [0, 1])
