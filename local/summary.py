@@ -6,15 +6,18 @@ span's duration. With --loadgen, puts next to them the latency loadgen measured 
 labelled as such. With --out-dir, keeps the traces (traces.json, as the agent returned them) and a
 page that draws each trace as a waterfall of its spans with their tags (traces.html, self-contained:
 no network, no server). With --fault and --fault-start (`make local FAULT=<flag>`), also the error rate
-and p99 per resource before and during the fault, and which monitors would have warned or alerted,
-evaluated on the spans of each window. Standard library only.
+and p99 per resource before and during the fault, and which of provision's monitors (`provision plan
+--json`) would have warned or alerted, their queries evaluated on the spans of each window. Standard
+library only.
 """
 
 import argparse
 import html
 import json
 import os
+import re
 import statistics
+import subprocess
 import sys
 import urllib.request
 from datetime import datetime, timezone
@@ -57,29 +60,70 @@ def summarise(spans, service):
     }
 
 
-# The monitors a fault should set off, as provision would declare them (Datadog's query syntax and
-# thresholds), evaluated here on the spans the test agent received. provision/ declares only my_metric's
-# monitor so far: these are "would-be" monitors, defined here and nowhere else.
-# TODO: when the issue that adds the service's APM monitors to provision/ lands, read their queries and
-# thresholds from provision (`provision plan --json`) instead, so that the two cannot drift.
-WOULD_BE_MONITORS = [
-    {
-        "name": "would-be: apm-demo error rate by resource",
-        "query": ("sum(last_5m):sum:trace.http.server.request.errors{service:apm-demo} by {resource_name}"
-                  ".as_count() / sum:trace.http.server.request.hits{service:apm-demo} by {resource_name}"
-                  ".as_count() > 0.05"),
-        "metric": "error_rate",
-        "unit": "",
-        "thresholds": {"warning": 0.02, "critical": 0.05},
-    },
-    {
-        "name": "would-be: apm-demo p99 latency by resource",
-        "query": "percentile(last_5m):p99:trace.http.server.request{service:apm-demo} by {resource_name} > 0.5",
-        "metric": "p99_s",
-        "unit": "s",
-        "thresholds": {"warning": 0.25, "critical": 0.5},
-    },
-]
+# The service's monitors, as provision declares them for Datadog (`provision plan --json`), evaluated
+# here on the spans the test agent received. Each query is read as Datadog computes it from the spans:
+# a term `<aggregation>:trace.<operation>[.hits|.errors]{<tag filters>} by {<tags>}` selects the spans
+# of that operation with those tags (service, env, resource_name, else the span's meta) in each group;
+# `.hits` counts them, `.errors` counts those flagged as errors, `pNN` is the NNth percentile of their
+# duration in seconds (nearest rank here; Datadog's distribution uses DDSketch, within 1%). `a / b`
+# divides per group. Monitors of other metrics (my_metric's, from the Agent's check) have no spans here.
+TRACE_TERM = re.compile(r"(?P<aggregation>\w+):trace\.(?P<operation>[\w.]+?)(?P<count>\.hits|\.errors)?"
+                        r"\{(?P<filter>[^}]*)\}(?:\s+by\s+\{(?P<by>[^}]*)\})?(?:\.as_count\(\))?")
+MONITOR_QUERY = re.compile(r"(?P<time>\w+)\(last_\w+\):(?P<expr>.+?)\s*>\s*(?P<threshold>[\d.]+)")
+
+
+def provision_monitors(env, provision=None):
+    """The monitors `provision plan --json --env ENV` declares that read trace metrics; provision is the
+    binary (default: BIN_DIR's, or cargo's target directory as local/bin-dir.sh finds it)."""
+    if provision is None:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        bin_dir = os.environ.get("BIN_DIR") or subprocess.run(
+            [os.path.join(root, "local", "bin-dir.sh")], capture_output=True, text=True, check=True).stdout.strip()
+        provision = os.path.join(bin_dir, "provision")
+    # In the binary's directory, with PATH only: no .env or PROVISION_* of the caller's changes the plan.
+    plan = json.loads(subprocess.run([provision, "plan", "--json", "--env", env], capture_output=True, text=True,
+                                     check=True, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                                     cwd=os.path.dirname(os.path.abspath(provision))).stdout)
+    return [m for m in plan["monitors"] if TRACE_TERM.search(m["query"])]
+
+
+def span_tag(span, key):
+    return {"service": span.get("service"), "resource_name": span.get("resource")}.get(
+        key, span.get("meta", {}).get(key))
+
+
+def term_values(term, spans, start=None, end=None):
+    """One metric term of a query over the spans that started in [start, end) (ns): {group: value}."""
+    filters = [tag.split(":", 1) for tag in (t.strip() for t in term["filter"].split(",")) if tag and tag != "*"]
+    keys = [k.strip() for k in (term["by"] or "").split(",") if k.strip()]
+    groups = {}
+    for span in spans:
+        begun = span.get("start", 0)
+        if (span.get("name") != term["operation"] or (start is not None and begun < start)
+                or (end is not None and begun >= end)
+                or any(span_tag(span, key) != value for key, value in filters)):
+            continue
+        group = ",".join(str(span_tag(span, key)) for key in keys) or "*"
+        groups.setdefault(group, []).append(span)
+    if term["count"]:
+        field = {".hits": lambda s: 1, ".errors": lambda s: int(s.get("error", 0))}[term["count"]]
+        return {group: sum(map(field, members)) for group, members in groups.items()}
+    quantile = float(term["aggregation"].lstrip("p")) / 100
+    return {group: percentile([s["duration"] / 1e9 for s in members], quantile) for group, members in groups.items()}
+
+
+def monitor_values(monitor, spans, start=None, end=None):
+    """The monitor's query over the spans of [start, end): {group: value}."""
+    expr = MONITOR_QUERY.fullmatch(monitor["query"])["expr"]
+    values = [term_values(TRACE_TERM.fullmatch(part.strip()), spans, start, end) for part in expr.split(" / ")]
+    if len(values) == 1:
+        return values[0]
+    numerator, denominator = values
+    return {group: numerator.get(group, 0) / hits for group, hits in sorted(denominator.items()) if hits}
+
+
+def monitor_unit(monitor):
+    return "s" if TRACE_TERM.search(monitor["query"])["aggregation"].startswith("p") else ""
 
 
 def window_figures(spans, service, start=None, end=None):
@@ -104,20 +148,20 @@ def window_figures(spans, service, start=None, end=None):
     }
 
 
-def monitor_states(figures, monitors=WOULD_BE_MONITORS):
-    """Each monitor's state per resource (its `by {resource_name}` groups): OK, WARN or ALERT, as
-    Datadog compares a value above its thresholds."""
+def monitor_states(monitors, spans, start=None, end=None):
+    """Each monitor's state per group of its query (`by {resource_name}`: per resource) over the spans
+    of [start, end): OK, WARN or ALERT, as Datadog compares a value above its thresholds."""
     states = []
     for monitor in monitors:
-        for resource, row in figures.items():
-            value = row[monitor["metric"]]
-            state = ("ALERT" if value > monitor["thresholds"]["critical"]
-                     else "WARN" if value > monitor["thresholds"]["warning"] else "OK")
+        thresholds = monitor["options"]["thresholds"]
+        for resource, value in sorted(monitor_values(monitor, spans, start, end).items()):
+            state = ("ALERT" if value > thresholds["critical"]
+                     else "WARN" if value > thresholds["warning"] else "OK")
             states.append({"monitor": monitor["name"], "resource": resource, "value": value, "state": state})
     return states
 
 
-def fault_report(spans, service, fault, fault_start):
+def fault_report(spans, service, fault, fault_start, monitors):
     """The printed comparison of before and during the fault, and the monitors' states in each."""
     before = window_figures(spans, service, end=fault_start)
     during = window_figures(spans, service, start=fault_start)
@@ -131,12 +175,13 @@ def fault_report(spans, service, fault, fault_start):
             cells.append(f"{row['hits']:>6} {row['errors']:>7} {100 * row['error_rate']:>8.1f} "
                          f"{1000 * row['p99_s']:>9.3f}" if row else f"{'-':>6} {'-':>7} {'-':>8} {'-':>9}")
         lines.append(f"{resource:<22} {cells[0]}    {cells[1]}")
-    states = {"before": monitor_states(before), "during": monitor_states(during)}
-    lines += ["", "monitors (evaluated on each window's spans; Datadog evaluates the last 5 minutes):"]
-    for monitor in WOULD_BE_MONITORS:
-        thresholds = monitor["thresholds"]
-        lines.append(f"  {monitor['name']}: warning > {thresholds['warning']}{monitor['unit']}, "
-                     f"alert > {thresholds['critical']}{monitor['unit']}")
+    states = {"before": monitor_states(monitors, spans, end=fault_start),
+              "during": monitor_states(monitors, spans, start=fault_start)}
+    lines += ["", "provision's monitors (evaluated on each window's spans; Datadog evaluates the last 5 minutes):"]
+    for monitor in monitors:
+        thresholds, unit = monitor["options"]["thresholds"], monitor_unit(monitor)
+        lines.append(f"  {monitor['name']}: warning > {thresholds['warning']}{unit}, "
+                     f"alert > {thresholds['critical']}{unit}")
         lines.append(f"    {monitor['query']}")
         fired = False
         for window in ("before", "during"):
@@ -144,7 +189,7 @@ def fault_report(spans, service, fault, fault_start):
                 if state["monitor"] == monitor["name"] and state["state"] != "OK":
                     fired = True
                     lines.append(f"    {window}: {state['state']} on {state['resource']} "
-                                 f"({state['value']:.3f}{monitor['unit']})")
+                                 f"({state['value']:.3f}{unit})")
         if not fired:
             lines.append("    OK throughout: would not have fired")
     return lines, {"fault": fault, "fault_start": fault_start, "before": before, "during": during,
@@ -338,7 +383,10 @@ def main():
 
     summary = {"service": args.service, "resources": resources, "trace_checks": checks}
     if args.fault and args.fault_start:
-        lines, summary["fault"] = fault_report(spans, args.service, args.fault, args.fault_start)
+        # The monitors of the env the service ran in (DD_ENV, on every span).
+        envs = [s["meta"]["env"] for s in spans if s.get("service") == args.service and s.get("meta", {}).get("env")]
+        monitors = provision_monitors(max(set(envs), key=envs.count) if envs else "demo")
+        lines, summary["fault"] = fault_report(spans, args.service, args.fault, args.fault_start, monitors)
         print("")
         print("\n".join(lines))
     if load:

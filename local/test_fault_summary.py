@@ -1,6 +1,7 @@
-"""`make local FAULT=<flag>`'s summary: the windows before and during the fault, and the would-be
-monitors' states, against figures computed by hand; local/flags/flags.json; and FAULT's refusal of a
-name that file does not have."""
+"""`make local FAULT=<flag>`'s summary: the windows before and during the fault, and the states of
+provision's monitors (their queries as `provision plan --json` prints them, evaluated on the spans),
+against figures computed by hand; local/flags/flags.json; and FAULT's refusal of a name that file does
+not have."""
 
 import json
 import os
@@ -17,9 +18,20 @@ START = 1_800_000_000_000_000_000  # ns
 FAULT_AT = START + 10_000_000_000  # 10 s later
 
 
-def span(resource, at_s, duration_ms, error=0, service="apm-demo"):
+ENV = "demo"
+BIN_DIR = subprocess.run([str(ROOT / "local" / "bin-dir.sh")], capture_output=True, text=True,
+                         check=True).stdout.strip()
+
+
+def span(resource, at_s, duration_ms, error=0, service="apm-demo", env=ENV):
     return {"service": service, "name": summary.SERVER_SPAN, "resource": resource,
-            "start": START + int(at_s * 1e9), "duration": int(duration_ms * 1e6), "error": error, "meta": {}}
+            "start": START + int(at_s * 1e9), "duration": int(duration_ms * 1e6), "error": error,
+            "meta": {"env": env}}
+
+
+def monitors():
+    """The service's monitors of env ENV, from the release provision (what `make local` runs)."""
+    return summary.provision_monitors(ENV, os.path.join(BIN_DIR, "provision"))
 
 
 def spans():
@@ -53,10 +65,49 @@ def test_windows_split_at_the_fault_with_hand_computed_figures():
     assert before["GET /"] == during["GET /"] == {"hits": 50, "errors": 0, "error_rate": 0.0, "p99_s": 0.001}
 
 
+def test_the_monitors_are_provisions_service_monitors():
+    found = monitors()
+    assert [m["name"] for m in found] == ["apm-demo: error rate by resource (env:demo)",
+                                          "apm-demo: p99 latency by resource (env:demo)"]
+    for monitor in found:
+        assert "{service:apm-demo,env:demo} by {resource_name}" in monitor["query"]
+        thresholds = monitor["options"]["thresholds"]
+        assert monitor["query"].endswith(f"> {thresholds['critical']}"), monitor["name"]
+        assert thresholds["warning"] < thresholds["critical"]
+
+
+def test_each_query_evaluates_to_the_hand_computed_figures():
+    error_rate, latency = monitors()
+    assert summary.monitor_values(error_rate, spans(), end=FAULT_AT) == {"GET /": 0.0, "GET /api/trace": 0.01}
+    assert summary.monitor_values(error_rate, spans(), start=FAULT_AT) == {"GET /": 0.0, "GET /api/trace": 0.08}
+    assert summary.monitor_values(latency, spans(), end=FAULT_AT) == {"GET /": 0.001, "GET /api/trace": 0.3}
+    assert summary.monitor_values(latency, spans(), start=FAULT_AT) == {"GET /": 0.001, "GET /api/trace": 0.6}
+    # The other service's 5 s error span and the client span are outside the query's scope, and so is
+    # the service's own in another env.
+    other_env = spans() + [span("GET /api/trace", 15, 5000, error=1, env="prod")]
+    assert summary.monitor_values(error_rate, other_env, start=FAULT_AT)["GET /api/trace"] == 0.08
+    assert summary.monitor_values(latency, other_env, start=FAULT_AT)["GET /api/trace"] == 0.6
+    assert summary.monitor_unit(latency) == "s" and summary.monitor_unit(error_rate) == ""
+
+
+def test_the_evaluation_follows_the_query_not_a_fixed_metric():
+    error_rate, latency = monitors()
+    # Overall rather than by resource: the 8 errors over 150 spans.
+    overall = dict(error_rate, query=error_rate["query"].replace(" by {resource_name}", ""))
+    assert summary.monitor_values(overall, spans(), start=FAULT_AT) == {"*": 8 / 150}
+    # p50 rather than p99; another env.
+    p50 = dict(latency, query=latency["query"].replace("p99:", "p50:"))
+    assert summary.monitor_values(p50, spans(), start=FAULT_AT)["GET /api/trace"] == 0.002
+    prod = dict(latency, query=latency["query"].replace("env:demo", "env:prod"))
+    other_env = spans() + [span("GET /api/trace", 15, 5000, error=1, env="prod")]
+    assert summary.monitor_values(prod, other_env, start=FAULT_AT) == {"GET /api/trace": 5.0}
+
+
 def test_the_monitors_would_warn_and_alert_as_their_thresholds_say():
-    before = summary.monitor_states(summary.window_figures(spans(), "apm-demo", end=FAULT_AT))
-    during = summary.monitor_states(summary.window_figures(spans(), "apm-demo", start=FAULT_AT))
-    error_rate, latency = (m["name"] for m in summary.WOULD_BE_MONITORS)
+    found = monitors()
+    before = summary.monitor_states(found, spans(), end=FAULT_AT)
+    during = summary.monitor_states(found, spans(), start=FAULT_AT)
+    error_rate, latency = (m["name"] for m in found)
 
     def state(states, monitor, resource):
         return next(s["state"] for s in states if s["monitor"] == monitor and s["resource"] == resource)
@@ -68,19 +119,14 @@ def test_the_monitors_would_warn_and_alert_as_their_thresholds_say():
     assert state(before, latency, "GET /api/trace") == "WARN"
     assert state(during, latency, "GET /api/trace") == "ALERT"
     assert {state(w, m, "GET /") for w in (before, during) for m in (error_rate, latency)} == {"OK"}
-
-
-def test_the_thresholds_are_in_the_queries_they_print():
-    for monitor in summary.WOULD_BE_MONITORS:
-        assert monitor["query"].endswith(f"> {monitor['thresholds']['critical']}"), monitor["name"]
-        assert monitor["thresholds"]["warning"] < monitor["thresholds"]["critical"]
-        assert monitor["name"].startswith("would-be: ")
+    assert len(before) == len(during) == 4
 
 
 def test_the_printed_report_names_what_fired_and_when():
-    lines, data = summary.fault_report(spans(), "apm-demo", "routeFailure", FAULT_AT)
+    lines, data = summary.fault_report(spans(), "apm-demo", "routeFailure", FAULT_AT, monitors())
     text = "\n".join(lines)
     assert text.startswith("FAULT=routeFailure: before")
+    assert "apm-demo: error rate by resource (env:demo): warning > 0.02, alert > 0.05" in text
     assert "during: ALERT on GET /api/trace (0.080)" in text
     assert "before: WARN on GET /api/trace (0.300s)" in text
     row = next(line for line in lines if line.startswith("GET /api/trace"))
@@ -116,6 +162,9 @@ def test_a_fault_run_of_make_local_reports_what_its_spans_say(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "FAULT=routeFailure: switched on" in result.stdout
     fault = json.loads((tmp_path / "summary.json").read_text())["fault"]
+    # The run's spans are DD_ENV=local's (local/run.sh): the monitors of that env.
+    (error_rate, _) = summary.provision_monitors("local", os.path.join(bin_dir, "provision"))
+    thresholds = error_rate["options"]["thresholds"]
     spans = [s for trace in json.loads((tmp_path / "traces.json").read_text()) for s in trace
              if s["name"] == summary.SERVER_SPAN]
     for window, in_window in (("before", lambda s: s["start"] < fault["fault_start"]),
@@ -129,10 +178,11 @@ def test_a_fault_run_of_make_local_reports_what_its_spans_say(tmp_path):
             rate_state = next(m["state"] for m in fault["monitors"][window]
                               if m["resource"] == resource and "error rate" in m["monitor"])
             rate = errors / len(mine)
-            assert rate_state == ("ALERT" if rate > 0.05 else "WARN" if rate > 0.02 else "OK"), (window, resource)
+            warning, critical = thresholds["warning"], thresholds["critical"]
+            assert rate_state == ("ALERT" if rate > critical else "WARN" if rate > warning else "OK"), (window, resource)
     # Only the route asked, and only once the flag was on (100 requests/s for 4 s, 30% of them to
     # /api/trace, 10% of those: ~12 errors expected; none has a chance of 0.9^120, 3 in a million).
     assert fault["during"]["GET /api/trace"]["errors"] > 0
     assert sum(row["errors"] for row in fault["before"].values()) == 0
     assert sum(row["errors"] for r, row in fault["during"].items() if r != "GET /api/trace") == 0
-    assert "during: " in result.stdout and "would-be: apm-demo error rate by resource" in result.stdout
+    assert "during: " in result.stdout and "apm-demo: error rate by resource (env:local)" in result.stdout
