@@ -65,7 +65,7 @@ def summarise(spans, service):
 # a term `<aggregation>:trace.<operation>[.hits|.errors]{<tag filters>} by {<tags>}` selects the spans
 # of that operation with those tags (service, env, resource_name, else the span's meta) in each group;
 # `.hits` counts them, `.errors` counts those flagged as errors, `pNN` is the NNth percentile of their
-# duration in seconds (nearest rank here; Datadog's distribution uses DDSketch, within 1%). `a / b`
+# duration in seconds (nearest rank here; Datadog's distribution estimates it with DDSketch). `a / b`
 # divides per group. Monitors of other metrics (my_metric's, from the Agent's check) have no spans here.
 TRACE_TERM = re.compile(r"(?P<aggregation>\w+):trace\.(?P<operation>[\w.]+?)(?P<count>\.hits|\.errors)?"
                         r"\{(?P<filter>[^}]*)\}(?:\s+by\s+\{(?P<by>[^}]*)\})?(?:\.as_count\(\))?")
