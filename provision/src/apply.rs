@@ -349,6 +349,27 @@ mod tests {
         assert!(!contains(&json!({"a": [1, 2]}), &json!({"a": [1]})));
     }
 
+    /// "metric alert" and "query alert" are one type; any other type is a type of its own.
+    #[test]
+    fn metric_and_query_alert_are_one_monitor_type() {
+        let monitor = |kind: &str| json!({"type": kind, "query": "q"});
+        for (desired, saved, same) in [
+            ("metric alert", "query alert", true),
+            ("query alert", "metric alert", true),
+            ("query alert", "query alert", true),
+            ("metric alert", "service check", false),
+            ("service check", "metric alert", false),
+            ("log alert", "query alert", false),
+        ] {
+            let current = monitor(saved);
+            assert_eq!(
+                contains(&current, &as_saved(&monitor(desired), &current)),
+                same,
+                "{desired} saved as {saved}"
+            );
+        }
+    }
+
     #[test]
     fn web_app_urls_per_site() {
         assert_eq!(
