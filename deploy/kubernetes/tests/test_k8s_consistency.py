@@ -1,0 +1,297 @@
+"""The manifests agree with each other and with the service they run.
+
+Ports, probe paths, labels and selectors across objects; the container against the Dockerfile, the
+service's configuration (src/config.rs) and its routes; the grace period against the service's own
+shutdown; resources against what the benchmarks measured.
+"""
+
+import json
+import re
+
+import pytest
+import yaml
+
+from conftest import ROOT, env_of, find, load_objects, pod_templates, rust_duration_const
+
+OBJECTS = load_objects()
+DEPLOYMENT = find(OBJECTS, "Deployment", "apm-demo")
+POD = DEPLOYMENT["spec"]["template"]
+APP = POD["spec"]["containers"][0]
+MYSQL = find(OBJECTS, "StatefulSet", "mysql")
+MYSQL_POD = MYSQL["spec"]["template"]
+MYSQL_CONTAINER = MYSQL_POD["spec"]["containers"][0]
+JOB = find(OBJECTS, "Job", "loadgen")
+CRONJOB = find(OBJECTS, "CronJob", "loadgen")
+
+
+def selects(selector, labels):
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def container_port(container, name):
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    return ports[name]
+
+
+def config_env_names():
+    """Every environment variable the service reads (clap's `env = "NAME"` in src/config.rs)."""
+    return set(re.findall(r'env = "([A-Z0-9_]+)"', (ROOT / "src/config.rs").read_text()))
+
+
+def cargo_version():
+    return re.search(r'^version = "([^"]+)"', (ROOT / "Cargo.toml").read_text(), re.M).group(1)
+
+
+# ---- ports, probes, selectors ----
+
+
+def test_the_app_listens_where_the_image_and_the_service_say():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    image_port = int(re.search(r"^EXPOSE (\d+)$", dockerfile, re.M).group(1))
+    assert image_port == 5050
+    assert container_port(APP, "http") == image_port
+    assert env_of(APP)["PORT"]["value"] == str(image_port)
+    service = find(OBJECTS, "Service", "apm-demo")
+    (port,) = service["spec"]["ports"]
+    assert port["port"] == image_port and port["targetPort"] == "http"
+
+
+def test_probes_ask_the_health_route_on_the_app_port():
+    # The route the service mounts outside its limits, faults and tracing (src/lib.rs).
+    assert 'route("/health", get(routes::health)' in (ROOT / "src/lib.rs").read_text()
+    for probe in ("readinessProbe", "livenessProbe"):
+        get = APP[probe]["httpGet"]
+        assert get == {"path": "/health", "port": "http"}, probe
+
+
+def test_every_selector_selects_the_pods_it_is_for():
+    labels = POD["metadata"]["labels"]
+    assert selects(DEPLOYMENT["spec"]["selector"]["matchLabels"], labels)
+    assert selects(find(OBJECTS, "Service", "apm-demo")["spec"]["selector"], labels)
+    assert selects(find(OBJECTS, "PodDisruptionBudget", "apm-demo")["spec"]["selector"]["matchLabels"], labels)
+    mysql_labels = MYSQL_POD["metadata"]["labels"]
+    assert selects(MYSQL["spec"]["selector"]["matchLabels"], mysql_labels)
+    assert selects(find(OBJECTS, "Service", "mysql")["spec"]["selector"], mysql_labels)
+    # No selector catches another component's pods.
+    assert not selects(find(OBJECTS, "Service", "apm-demo")["spec"]["selector"], mysql_labels)
+    assert not selects(find(OBJECTS, "Service", "mysql")["spec"]["selector"], labels)
+
+
+def test_autoscaler_and_budget_fit_the_deployment():
+    hpa = find(OBJECTS, "HorizontalPodAutoscaler", "apm-demo")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "apm-demo"}
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    # Utilization is a share of the request: without a CPU request the autoscaler has nothing to divide by.
+    assert APP["resources"]["requests"]["cpu"]
+    assert hpa["spec"]["minReplicas"] == DEPLOYMENT["spec"]["replicas"]
+    pdb = find(OBJECTS, "PodDisruptionBudget", "apm-demo")
+    # A drain can always evict one pod and still leave one serving.
+    assert 0 < pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"]
+    rolling = DEPLOYMENT["spec"]["strategy"]
+    assert rolling["type"] == "RollingUpdate" and rolling["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def test_loadgen_targets_the_app_service():
+    service = find(OBJECTS, "Service", "apm-demo")
+    url = env_of(JOB["spec"]["template"]["spec"]["containers"][0])["LOADGEN_URL"]["value"]
+    assert url == f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
+
+
+def test_the_cronjob_runs_the_job_pod():
+    assert CRONJOB["spec"]["jobTemplate"]["spec"]["template"] == JOB["spec"]["template"]
+    for key in ("backoffLimit", "activeDeadlineSeconds", "ttlSecondsAfterFinished"):
+        assert CRONJOB["spec"]["jobTemplate"]["spec"][key] == JOB["spec"][key]
+
+
+def test_the_run_ends_before_its_deadline():
+    env = env_of(JOB["spec"]["template"]["spec"]["containers"][0])
+    minutes = int(re.fullmatch(r"(\d+)m", env["LOADGEN_DURATION"]["value"]).group(1))
+    assert minutes * 60 < JOB["spec"]["activeDeadlineSeconds"]
+
+
+def test_the_app_reaches_mysql_by_its_service():
+    service = find(OBJECTS, "Service", "mysql")
+    env = env_of(APP)
+    assert env["MYSQL_HOST"]["value"] == service["metadata"]["name"] == MYSQL["spec"]["serviceName"]
+    assert service["spec"]["clusterIP"] == "None"  # headless, as a StatefulSet's governing service
+    assert int(env["MYSQL_PORT"]["value"]) == service["spec"]["ports"][0]["port"]
+    assert container_port(MYSQL_CONTAINER, "mysql") == service["spec"]["ports"][0]["port"]
+
+
+def test_network_policies_let_through_what_the_demo_needs():
+    policies = [o for _, o in OBJECTS if o["kind"] == "NetworkPolicy"]
+    for owner, template in pod_templates(OBJECTS):
+        assert any(selects(p["spec"]["podSelector"]["matchLabels"], template["metadata"]["labels"]) for p in policies), owner
+    mysql_rule = find(OBJECTS, "NetworkPolicy", "mysql")["spec"]["ingress"][0]
+    sources = mysql_rule["from"]
+    assert any(selects(s.get("podSelector", {}).get("matchLabels", {"-": "-"}), POD["metadata"]["labels"]) for s in sources)
+    # The Agent's namespace, where datadog-values.yaml is installed (docs/kubernetes.md).
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "datadog"}}} in sources
+    assert mysql_rule["ports"][0]["port"] == "mysql"
+    app_rule = find(OBJECTS, "NetworkPolicy", "apm-demo")["spec"]["ingress"][0]
+    assert app_rule["ports"][0]["port"] == "http"
+    assert app_rule["from"] == [{"podSelector": {}}]  # loadgen, from the same namespace
+
+
+# ---- the service's own configuration ----
+
+
+def test_every_variable_given_to_the_app_is_one_it_reads():
+    unknown = set(env_of(APP)) - config_env_names()
+    assert not unknown, f"src/config.rs reads no {sorted(unknown)}"
+
+
+def test_grace_period_covers_the_drain_and_the_span_flush():
+    drain = rust_duration_const("SHUTDOWN_GRACE")
+    flush = rust_duration_const("FLUSH_TIMEOUT")
+    assert (drain, flush) == (10, 5)  # docs/architecture.md's figures
+    pre_stop = APP["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert POD["spec"]["terminationGracePeriodSeconds"] >= pre_stop + drain + flush
+    # No request is cut within its deadline: the deadline given is not longer than the drain.
+    timeout = re.fullmatch(r"(\d+)s", env_of(APP)["REQUEST_TIMEOUT"]["value"]).group(1)
+    assert int(timeout) <= drain
+
+
+def test_no_agent_address_or_tags_are_hard_coded():
+    # The Admission Controller injects these; one set here would win over its value.
+    for template in [POD] + [t for _, t in pod_templates(OBJECTS)]:
+        for container in template["spec"]["containers"]:
+            names = set(env_of(container))
+            assert not names & {"DD_AGENT_HOST", "DD_TRACE_AGENT_URL", "DD_TRACE_AGENT_PORT", "DD_ENV", "DD_SERVICE", "DD_VERSION"}
+
+
+def test_unified_service_tagging_labels_and_the_admission_opt_in():
+    version = cargo_version()
+    expected = {
+        "tags.datadoghq.com/env": "demo",  # compose's DD_ENV
+        "tags.datadoghq.com/service": "apm-demo",
+        "tags.datadoghq.com/version": version,
+    }
+    for labels in (DEPLOYMENT["metadata"]["labels"], POD["metadata"]["labels"]):
+        assert {k: labels.get(k) for k in expected} == expected
+    assert POD["metadata"]["labels"]["admission.datadoghq.com/enabled"] == "true"
+    assert APP["image"] == f"apm-demo:{version}"  # docker-compose.yml's image name
+    assert JOB["spec"]["template"]["spec"]["containers"][0]["image"] == f"apm-demo-loadgen:{version}"
+
+
+def test_service_links_are_off_so_no_variable_shadows_the_services_own():
+    # With links on, the mysql Service would put MYSQL_PORT=tcp://<ip>:3306 in every pod's environment.
+    assert "MYSQL_PORT" in config_env_names()
+    for owner, template in pod_templates(OBJECTS):
+        assert template["spec"]["enableServiceLinks"] is False, owner
+
+
+def test_flag_file_is_a_mounted_directory_of_the_flags_configmap():
+    path = env_of(APP)["FLAGD_OFFLINE_FLAG_SOURCE_PATH"]["value"]
+    directory, _, name = path.rpartition("/")
+    (mount,) = [m for m in APP["volumeMounts"] if m["name"] == "flags"]
+    assert mount["mountPath"] == directory and "subPath" not in mount and mount["readOnly"]
+    (volume,) = [v for v in POD["spec"]["volumes"] if v["name"] == "flags"]
+    configmap = find(OBJECTS, "ConfigMap", volume["configMap"]["name"])
+    assert name in configmap["data"]
+
+
+# ---- security ----
+
+
+def image_uid(dockerfile):
+    return int(re.search(r"useradd .*--uid (\d+)", (ROOT / dockerfile).read_text()).group(1))
+
+
+@pytest.mark.parametrize("owner,template", pod_templates(OBJECTS), ids=[o for o, _ in pod_templates(OBJECTS)])
+def test_every_container_runs_unprivileged_on_a_read_only_root(owner, template):
+    spec = template["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert spec["automountServiceAccountToken"] is False
+    for container in spec["containers"]:
+        context = container["securityContext"]
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"] == {"drop": ["ALL"]}
+        assert context["runAsUser"] == spec["securityContext"]["runAsUser"]
+
+
+def test_the_app_and_loadgen_run_as_their_images_user():
+    assert POD["spec"]["securityContext"]["runAsUser"] == image_uid("Dockerfile") == 10001
+    job_pod = JOB["spec"]["template"]["spec"]
+    assert job_pod["securityContext"]["runAsUser"] == image_uid("loadgen/Dockerfile")
+
+
+# ---- resources ----
+
+
+def mebibytes(quantity):
+    match = re.fullmatch(r"(\d+)(Mi|Gi)", quantity)
+    return int(match.group(1)) * (1024 if match.group(2) == "Gi" else 1)
+
+
+def measured_peak_rss_mib():
+    """The memory benchmark's peak RSS under saturating load, from bench/README.md."""
+    text = (ROOT / "bench/README.md").read_text()
+    match = re.search(r"60 s of saturating load .*\| peak ([\d.]+) MiB", text)
+    assert match, "bench/README.md's memory table changed: update this test's reading of it"
+    return float(match.group(1))
+
+
+def test_memory_request_and_limit_rest_on_the_measured_peak():
+    peak = measured_peak_rss_mib()
+    request = mebibytes(APP["resources"]["requests"]["memory"])
+    limit = mebibytes(APP["resources"]["limits"]["memory"])
+    assert peak <= request < limit
+    # Room for the cgroup's own accounting (page cache, kernel memory) above the process's RSS.
+    assert limit >= 2 * peak
+
+
+def test_requests_are_within_limits():
+    for owner, template in pod_templates(OBJECTS):
+        for container in template["spec"]["containers"]:
+            res = container["resources"]
+            assert mebibytes(res["requests"]["memory"]) <= mebibytes(res["limits"]["memory"]), owner
+            cpu = lambda q: int(q[:-1]) if q.endswith("m") else int(float(q) * 1000)  # noqa: E731
+            assert cpu(res["requests"]["cpu"]) <= cpu(res["limits"]["cpu"]), owner
+
+
+# ---- MySQL ----
+
+
+def test_mysql_keeps_its_data_on_a_claim_and_reads_the_setup_files():
+    mounts = {m["name"]: m for m in MYSQL_CONTAINER["volumeMounts"]}
+    (claim,) = MYSQL["spec"]["volumeClaimTemplates"]
+    assert mounts[claim["metadata"]["name"]]["mountPath"] == "/var/lib/mysql"
+    volumes = {v["name"]: v for v in MYSQL_POD["spec"]["volumes"]}
+    assert mounts["init"]["mountPath"] == "/docker-entrypoint-initdb.d"
+    assert volumes["init"]["configMap"]["name"] == "mysql-init"
+    # Sourced, not executed, by the entrypoint (no executable mode): they call its docker_process_sql.
+    assert "defaultMode" not in volumes["init"]["configMap"]
+    assert "docker_process_sql" in (ROOT / "agent-config/mysql/datadog-user.sh").read_text()
+    # The contract's path for the DBM options: /etc/mysql/conf.d/datadog-dbm.cnf.
+    assert mounts["conf"]["mountPath"] == "/etc/mysql/conf.d"
+    assert volumes["conf"]["configMap"]["name"] == "mysql-conf"
+
+
+def test_mysql_gets_every_password_its_setup_scripts_read():
+    read = set()
+    for script in (ROOT / "agent-config/mysql").glob("*.sh"):
+        read |= set(re.findall(r"\$\{?(MYSQL_[A-Z_]*PASSWORD)", script.read_text()))
+    assert "MYSQL_DATADOG_PASSWORD" in read
+    env = env_of(MYSQL_CONTAINER)
+    for name in read:
+        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "apm-demo-mysql", name
+
+
+def test_autodiscovery_annotations_name_existing_containers():
+    for template in (POD, MYSQL_POD):
+        names = {c["name"] for c in template["spec"]["containers"]}
+        for key, value in template["metadata"]["annotations"].items():
+            if key.startswith("ad.datadoghq.com/"):
+                container = key.split("/", 1)[1].split(".", 1)[0]
+                assert container in names, key
+                json.loads(value)  # the Agent parses these as JSON
+
+
+def test_the_app_logs_pipeline_matches_compose():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    compose_logs = json.loads(compose["services"]["app"]["labels"]["com.datadoghq.ad.logs"])
+    assert json.loads(POD["metadata"]["annotations"]["ad.datadoghq.com/app.logs"]) == compose_logs
