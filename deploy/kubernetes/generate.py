@@ -3,7 +3,7 @@
 
 One source of truth: the Agent's configuration stays in agent-config/, the MySQL setup scripts in
 agent-config/mysql*/, the fault flags in local/flags/. This script copies them into the Helm values
-and the manifests; tests/test_generated.py runs it in memory and fails when a committed copy differs
+and the manifests; tests/test_k8s_generated.py runs it in memory and fails when a committed copy differs
 (so an edit to agent-config/ without `python3 deploy/kubernetes/generate.py` fails `make test`).
 
 Why a generator and not a kustomization's configMapGenerator: kustomize refuses files outside the

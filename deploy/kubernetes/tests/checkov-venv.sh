@@ -2,7 +2,7 @@
 # Creates (once) the virtualenv that holds checkov, and prints the path of its `checkov`.
 # Not the project's .venv: checkov 3.3 pins packaging 23.2 and cachetools 5.5, below the versions
 # requirements.txt pins for the rest of the tests (pip's resolver would downgrade them).
-# Called by test_policy.py; by hand: sh deploy/kubernetes/tests/checkov-venv.sh
+# Called by test_k8s_policy.py; by hand: sh deploy/kubernetes/tests/checkov-venv.sh
 set -eu
 CHECKOV_VERSION=3.3.30
 here=$(cd "$(dirname "$0")/.." && pwd)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, VALUES
+from k8s_common import ROOT, VALUES
 
 KEYS_FILE = Path(__file__).resolve().parent / "data" / "datadog-chart-keys.yaml"
 CHART = yaml.safe_load(KEYS_FILE.read_text())

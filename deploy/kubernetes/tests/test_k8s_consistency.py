@@ -11,7 +11,7 @@ import re
 import pytest
 import yaml
 
-from conftest import ROOT, env_of, find, load_objects, pod_templates, rust_duration_const
+from k8s_common import ROOT, env_of, find, load_objects, pod_templates, rust_duration_const
 
 OBJECTS = load_objects()
 DEPLOYMENT = find(OBJECTS, "Deployment", "apm-demo")

@@ -8,7 +8,7 @@ import subprocess
 
 import yaml
 
-from conftest import DOCS, KUBE, MANIFEST_FILES, ROOT, VALUES, load_objects, pod_templates
+from k8s_common import DOCS, KUBE, MANIFEST_FILES, ROOT, VALUES, load_objects, pod_templates
 
 TEXT = DOCS.read_text()
 BLOCKS = re.findall(r"```sh\n(.*?)```", TEXT, re.S)

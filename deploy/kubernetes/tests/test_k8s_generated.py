@@ -11,8 +11,9 @@ import shutil
 import pytest
 import yaml
 
-import generate
-from conftest import ROOT, VALUES, find, load_objects
+from k8s_common import ROOT, VALUES, find, load_generator, load_objects
+
+generate = load_generator()
 
 AGENT_CONFIG = ROOT / "agent-config"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import KUBE, MANIFEST_FILES, find, load_objects
+from k8s_common import KUBE, MANIFEST_FILES, find, load_objects
 
 HERE = Path(__file__).resolve().parent
 

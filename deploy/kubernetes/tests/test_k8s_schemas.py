@@ -10,7 +10,7 @@ import copy
 import kubernetes_validate
 import pytest
 
-from conftest import MANIFEST_FILES, find, load_objects
+from k8s_common import MANIFEST_FILES, find, load_objects
 
 VERSIONS = ["1.30.0", "1.37.0"]
 OBJECTS = load_objects()

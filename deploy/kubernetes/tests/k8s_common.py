@@ -1,10 +1,12 @@
-"""What the Kubernetes tests share: the manifests as data, and the files they are checked against."""
+"""What the Kubernetes tests share: the manifests as data, and the files they are checked against.
 
+Not a conftest.py: agent-config/tests has one too, its tests `from conftest import ...`, and in one
+pytest run both directories would compete for the module name `conftest`."""
+
+import importlib.util
 import re
-import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 KUBE = Path(__file__).resolve().parents[1]
@@ -14,7 +16,14 @@ MANIFEST_FILES = sorted(p for d in MANIFEST_DIRS for p in d.glob("*.yaml"))
 DOCS = ROOT / "docs" / "kubernetes.md"
 VALUES = KUBE / "datadog-values.yaml"
 
-sys.path.insert(0, str(KUBE))  # generate.py
+
+
+def load_generator():
+    """deploy/kubernetes/generate.py as the module `k8s_generate` (a name no other test directory uses)."""
+    spec = importlib.util.spec_from_file_location("k8s_generate", KUBE / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def load_objects():
@@ -55,8 +64,3 @@ def rust_duration_const(name):
     match = re.search(rf"pub const {name}: Duration = Duration::from_secs\((\d+)\);", text)
     assert match, f"src/config.rs no longer defines {name} as Duration::from_secs(N)"
     return int(match.group(1))
-
-
-@pytest.fixture(scope="session")
-def objects():
-    return load_objects()
