@@ -1,13 +1,17 @@
 #!/bin/sh
 # Creates the `datadog` database user of the Agent's MySQL integration, with the least privileges
-# the metrics that conf.d/mysql.d/conf.yaml enables need. Works unchanged on MySQL 8 and MariaDB 10.5+.
+# the metrics that conf.d/mysql.d/conf.yaml enables need, and what Database Monitoring (DBM) adds:
+# the `datadog` schema with its procedures, and the explain procedure in the app's schema. Works
+# unchanged on MySQL 8 and MariaDB 10.5+ (agent-config/tests run it on MariaDB 10.11).
 #
 # - In docker compose this directory is the MySQL image's /docker-entrypoint-initdb.d: the image's
-#   entrypoint runs this file once, at the database's first start, and its docker_process_sql
+#   entrypoint runs its files once, at the database's first start, in name order, so
+#   apm-demo-user.sh has created the app's schema `apm_demo` before this runs; its docker_process_sql
 #   function connects as root.
-# - By hand or in tests: MYSQL="mysql -uroot -p" sh datadog-user.sh
+# - By hand or in tests, after apm-demo-user.sh: MYSQL="mysql -uroot -p" sh datadog-user.sh
 #
 # The password comes from MYSQL_DATADOG_PASSWORD, never from a file in the repository.
+set -e
 
 if [ -z "${MYSQL_DATADOG_PASSWORD:-}" ]; then
     echo "datadog-user.sh: MYSQL_DATADOG_PASSWORD is not set" >&2
@@ -34,10 +38,63 @@ ALTER USER 'datadog'@'%' WITH MAX_USER_CONNECTIONS 5;
 -- information_schema.PROCESSLIST).
 GRANT REPLICATION CLIENT ON *.* TO 'datadog'@'%';
 GRANT PROCESS ON *.* TO 'datadog'@'%';
--- Query and table I/O metrics.
+-- Query and table I/O metrics, and the statement samples, digests, waits and consumers of DBM.
 GRANT SELECT ON performance_schema.* TO 'datadog'@'%';
+-- DBM: the schema that holds the procedures the Agent calls, which it may call and nothing else.
+CREATE SCHEMA IF NOT EXISTS datadog;
+GRANT EXECUTE ON datadog.* TO 'datadog'@'%';
 SQL
-# No SLAVE MONITOR (MariaDB's privilege for SHOW REPLICA STATUS): with `replication: false` the check
-# never runs that statement (DataDog/integrations-core, mysql/datadog_checks/mysql/mysql.py:
-# _get_replica_replication_status returns at once when replication is not enabled). Turning
-# replication on needs `GRANT SLAVE MONITOR ON *.* TO 'datadog'@'%';` on MariaDB as well.
+
+# The procedures, as Datadog's DBM setup gives them. Their bodies hold `;`, so this input ends each
+# statement with `//`, set by the client's --delimiter option (MySQL 8's mysql and MariaDB's client
+# both have it) rather than by DELIMITER lines, which Datadog's `$$` would also have turned into this
+# shell's process id. DROP then CREATE keeps the script re-runnable and the bodies current (MySQL has
+# CREATE PROCEDURE IF NOT EXISTS only since 8.0.29, and no CREATE OR REPLACE PROCEDURE); dropping a
+# procedure drops its grants too, so they follow each CREATE.
+# SQL SECURITY DEFINER: the procedure runs with its creator's (root's) privileges, so the `datadog`
+# user explains statements on tables it cannot read, and switches consumers it cannot update.
+run_sql --delimiter=// <<'SQL'
+-- Explain plans of statements run without a default schema (the FQ_PROCEDURE strategy of the Agent).
+DROP PROCEDURE IF EXISTS datadog.explain_statement //
+CREATE PROCEDURE datadog.explain_statement(IN query TEXT)
+    SQL SECURITY DEFINER
+BEGIN
+    SET @explain := CONCAT('EXPLAIN FORMAT=json ', query);
+    PREPARE stmt FROM @explain;
+    EXECUTE stmt;
+    DEALLOCATE PREPARE stmt;
+END //
+-- Called by the Agent when fewer than three events_statements_* consumers are on (they are off after
+-- a restart without agent-config/mysql-conf/datadog-dbm.cnf).
+DROP PROCEDURE IF EXISTS datadog.enable_events_statements_consumers //
+CREATE PROCEDURE datadog.enable_events_statements_consumers()
+    SQL SECURITY DEFINER
+BEGIN
+    UPDATE performance_schema.setup_consumers SET enabled = 'YES' WHERE name LIKE 'events_statements_%';
+    UPDATE performance_schema.setup_consumers SET enabled = 'YES' WHERE name = 'events_waits_current';
+END //
+-- Datadog asks for this procedure in every schema whose statements are to be explained: for a
+-- statement run with a default schema the Agent runs USE on that schema and then CALL
+-- explain_statement, which resolves unqualified table names (visits) in that schema. The grant is
+-- on this one procedure only, which is also what lets the datadog user USE the schema.
+DROP PROCEDURE IF EXISTS apm_demo.explain_statement //
+CREATE PROCEDURE apm_demo.explain_statement(IN query TEXT)
+    SQL SECURITY DEFINER
+BEGIN
+    SET @explain := CONCAT('EXPLAIN FORMAT=json ', query);
+    PREPARE stmt FROM @explain;
+    EXECUTE stmt;
+    DEALLOCATE PREPARE stmt;
+END //
+GRANT EXECUTE ON PROCEDURE apm_demo.explain_statement TO 'datadog'@'%' //
+SQL
+# Left out on purpose, each a privilege no collector of this configuration uses:
+# - SLAVE MONITOR (MariaDB's privilege for SHOW REPLICA STATUS): with `replication: false` the check
+#   never runs that statement (DataDog/integrations-core, mysql/datadog_checks/mysql/mysql.py:
+#   _get_replica_replication_status returns at once when replication is not enabled). Turning
+#   replication on needs `GRANT SLAVE MONITOR ON *.* TO 'datadog'@'%';` on MariaDB as well.
+# - CREATE TEMPORARY TABLES ON datadog.*, in Datadog's MySQL page (not its MariaDB page): it was for
+#   the `datadog.temp_events` table of Agents that sampled events_statements_history_long; the
+#   Agent's statement_samples.py now reads events_statements_current and creates no table.
+# - GRANT EXECUTE ON PROCEDURE datadog.enable_events_statements_consumers: EXECUTE ON datadog.*
+#   above already covers it.

@@ -115,15 +115,18 @@ def test_replication_is_off_so_its_statement_is_not_issued():
 
 def test_no_privilege_beyond_what_the_enabled_options_need(mariadb, datadog):
     """Least privilege: the grants are exactly these, and MariaDB's SLAVE MONITOR (SHOW REPLICA
-    STATUS, which replication: false never issues) is not among them."""
+    STATUS, which replication: false never issues) is not among them. DBM adds EXECUTE on the
+    `datadog` schema's procedures and on the app schema's explain procedure, nothing else
+    (test_dbm.py shows what each is for)."""
     with datadog.cursor() as cursor:
         cursor.execute("SHOW GRANTS FOR CURRENT_USER()")
         grants = " ".join(row[0] for row in cursor.fetchall()).upper()
     privileges = set()
-    for what, on in re.findall(r"GRANT (.+?) ON (\S+) TO", grants):
+    for what, on in re.findall(r"GRANT (.+?) ON ((?:PROCEDURE )?\S+) TO", grants):
         privileges |= {f"{p.strip()} ON {on.replace('`', '')}" for p in what.split(",")}
     # MariaDB names REPLICATION CLIENT "BINLOG MONITOR".
-    assert privileges == {"PROCESS ON *.*", "BINLOG MONITOR ON *.*", "SELECT ON PERFORMANCE_SCHEMA.*"}, privileges
+    assert privileges == {"PROCESS ON *.*", "BINLOG MONITOR ON *.*", "SELECT ON PERFORMANCE_SCHEMA.*",
+                          "EXECUTE ON DATADOG.*", "EXECUTE ON PROCEDURE APM_DEMO.EXPLAIN_STATEMENT"}, privileges
     with datadog.cursor() as cursor, pytest.raises(pymysql.err.MySQLError) as refused:
         cursor.execute("SHOW REPLICA STATUS")
     assert refused.value.args[0] == 1227, refused.value  # access denied: SLAVE MONITOR needed
