@@ -7,15 +7,20 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::plan::{Mix, Mode, Plan, Stop, Target};
 
-/// The default mix: the service's three routes, and 5% of a path that does not exist, so that
-/// 404s show in APM next to the successes.
-pub const DEFAULT_MIX: &str = "/=6,/api/apm=7,/api/trace=6,/no-such-page=1";
+/// The default mix, a cycle of 20 requests: the seed's three routes (75%), 5% of a path that does
+/// not exist so that 404s show in APM next to the successes, and the database routes (20%): one
+/// visit recorded for two read back by id and one list of the latest. Ids are drawn from 1..50, so
+/// that a run of a few hundred requests has created most of the ids it asks for (a 404 before).
+pub const DEFAULT_MIX: &str = "/=5,/api/apm=5,/api/trace=5,/no-such-page=1,\
+POST /api/visits {\"page\":\"/\"}=1,GET /api/visits/{1..50}=2,GET /api/visits=1";
 
 const EXAMPLES: &str = "\
 Examples:
-  loadgen --rate 50 --duration 1m                   50 requests/s for a minute (open loop)
+  loadgen --rate 50 --duration 1m                    50 requests/s for a minute (open loop)
   loadgen -c 64 -d 30s                               as fast as 64 connections go (closed loop)
   loadgen -n 1000 --mix '/api/apm=1' --json          1000 requests to one path, summary as JSON
+  loadgen --mix 'POST /api/visits {\"page\":\"/a\"}=1,/api/visits/{1..100}=3'
+                                                     a JSON body; ids drawn from 1 to 100
   loadgen --rate 20 --trace-headers datadog          each request starts a trace the service continues
   loadgen -d 10s --max-error-rate 0.01               exit 3 if more than 1% of requests fail";
 
@@ -44,7 +49,9 @@ pub struct Args {
     #[arg(long, short = 'n', env = "LOADGEN_REQUESTS")]
     pub requests: Option<u64>,
 
-    /// Paths and their weights, `path=weight,...`.
+    /// Requests and their weights, `[METHOD ]path[ JSON body][=weight],...` (GET and weight 1 when
+    /// left out); `{low..high}` in a path is a number drawn per request from that range. A body
+    /// (POST, PUT, PATCH) is sent as `application/json`; its commas are its own.
     #[arg(long, env = "LOADGEN_MIX", default_value = DEFAULT_MIX)]
     pub mix: String,
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -26,7 +26,7 @@ pub enum Failure {
 
 /// A connection to the service.
 pub struct Connection {
-    sender: SendRequest<Empty<Bytes>>,
+    sender: SendRequest<Full<Bytes>>,
 }
 
 impl Connection {
@@ -51,7 +51,7 @@ impl Connection {
     /// Sends `request` and reads the whole answer; the status, or why there is none.
     pub async fn send(
         &mut self,
-        request: Request<Empty<Bytes>>,
+        request: Request<Full<Bytes>>,
         timeout: Duration,
     ) -> Result<StatusCode, Failure> {
         let exchange = async {

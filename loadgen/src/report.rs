@@ -26,9 +26,13 @@ pub struct Summary {
     pub paths: Vec<PathSummary>,
 }
 
-/// What one path (or all of them) got.
+/// What one entry of the mix (or all of them) got.
 #[derive(Debug, Clone, Serialize)]
 pub struct PathSummary {
+    /// The entry's method; absent from the overall figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// The entry's path as written in the mix, `{low..high}` placeholders included (`all` overall).
     pub path: String,
     pub requests: u64,
     /// Requests per second over the run.
@@ -70,12 +74,20 @@ impl Summary {
             connections: plan.connections,
             trace_headers: plan.trace_headers,
             elapsed_s,
-            overall: PathSummary::new("all", &record.total(), elapsed_s),
+            overall: PathSummary::new(None, "all", &record.total(), elapsed_s),
             paths: plan
                 .mix
-                .paths()
+                .entries()
+                .iter()
                 .zip(&record.paths)
-                .map(|(path, path_record)| PathSummary::new(path, path_record, elapsed_s))
+                .map(|(entry, path_record)| {
+                    PathSummary::new(
+                        Some(entry.method.as_str()),
+                        &entry.path,
+                        path_record,
+                        elapsed_s,
+                    )
+                })
                 .collect(),
         }
     }
@@ -92,10 +104,16 @@ impl Summary {
             "{} for {:.1}s, {mode}, {} connections, trace headers: {}",
             self.target, self.elapsed_s, self.connections, self.trace_headers
         );
+        let rows = || self.paths.iter().chain(std::iter::once(&self.overall));
+        let width = rows()
+            .map(|row| row.label().len())
+            .max()
+            .unwrap_or(0)
+            .max(16);
         let _ = writeln!(
             out,
-            "{:<16} {:>9} {:>9} {:>7}  {:<22} {:>8} {:>8} {:>8} {:>8} {:>8}",
-            "path",
+            "{:<width$} {:>9} {:>9} {:>7}  {:<22} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            "request",
             "requests",
             "rate/s",
             "errors",
@@ -106,7 +124,7 @@ impl Summary {
             "p99.9 ms",
             "max ms"
         );
-        for row in self.paths.iter().chain(std::iter::once(&self.overall)) {
+        for row in rows() {
             let statuses: Vec<String> = row
                 .status_codes
                 .iter()
@@ -115,8 +133,8 @@ impl Summary {
             let l = row.latency_ms;
             let _ = writeln!(
                 out,
-                "{:<16} {:>9} {:>9.1} {:>7}  {:<22} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
-                row.path,
+                "{:<width$} {:>9} {:>9.1} {:>7}  {:<22} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
+                row.label(),
                 row.requests,
                 row.achieved_rate,
                 row.errors,
@@ -155,7 +173,15 @@ impl Summary {
 }
 
 impl PathSummary {
-    fn new(path: &str, record: &PathRecord, elapsed_s: f64) -> Self {
+    /// The row's name in the table: `METHOD path`, or `all`.
+    pub fn label(&self) -> String {
+        match &self.method {
+            Some(method) => format!("{method} {}", self.path),
+            None => self.path.clone(),
+        }
+    }
+
+    fn new(method: Option<&str>, path: &str, record: &PathRecord, elapsed_s: f64) -> Self {
         let requests = record.requests();
         let errors = record.errors();
         let mut error_kinds: BTreeMap<String, u64> =
@@ -184,6 +210,7 @@ impl PathSummary {
             }
         };
         Self {
+            method: method.map(str::to_owned),
             path: path.to_owned(),
             requests,
             achieved_rate: if elapsed_s > 0.0 {

@@ -11,13 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::header::{HOST, USER_AGENT};
-use http::{HeaderValue, Request, Uri};
-use http_body_util::Empty;
+use http::{HeaderValue, Request};
+use http_body_util::Full;
 
 use crate::client::{Connection, Failure};
-use crate::plan::{Plan, Schedule};
+use crate::plan::{Plan, Prepared, Schedule};
 use crate::record::Record;
 use crate::trace_headers;
 
@@ -59,14 +58,8 @@ pub async fn preflight(plan: &Plan) -> anyhow::Result<()> {
 /// Runs the plan to its end and merges every connection's record.
 pub async fn run(plan: Arc<Plan>, progress: Arc<Progress>) -> Outcome {
     let schedule = Arc::new(Schedule::new(&plan, Instant::now()));
-    // Parsed once: a request clones its path's URI instead of parsing the text again.
-    let targets: Arc<Vec<Uri>> = Arc::new(
-        plan.mix
-            .request_targets(&plan.target)
-            .iter()
-            .map(|path| path.parse().expect("the mix paths were validated"))
-            .collect(),
-    );
+    // Prepared once: a request to a fixed path clones its URI instead of parsing the text again.
+    let targets: Arc<Vec<Prepared>> = Arc::new(plan.mix.prepare(&plan.target));
     let workers: Vec<_> = (0..plan.connections)
         .map(|_| {
             tokio::spawn(worker(
@@ -92,7 +85,7 @@ pub async fn run(plan: Arc<Plan>, progress: Arc<Progress>) -> Outcome {
 async fn worker(
     plan: Arc<Plan>,
     schedule: Arc<Schedule>,
-    targets: Arc<Vec<Uri>>,
+    targets: Arc<Vec<Prepared>>,
     progress: Arc<Progress>,
 ) -> Record {
     let mut record = Record::new(targets.len());
@@ -100,6 +93,7 @@ async fn worker(
     let host = HeaderValue::from_str(&plan.target.authority)
         .expect("a URL authority is a valid header value");
     let user_agent = HeaderValue::from_static(concat!("loadgen/", env!("CARGO_PKG_VERSION")));
+    let mut scratch = String::new();
     while let Some(slot) = schedule.claim() {
         let behind = slot.due.filter(|due| Instant::now() > *due);
         if let (Some(due), None) = (slot.due, behind) {
@@ -126,11 +120,18 @@ async fn worker(
             continue;
         };
 
-        let mut request = Request::new(Empty::<Bytes>::new());
-        *request.uri_mut() = targets[path].clone();
+        let prepared = &targets[path];
+        // An empty Full is no body at all (hyper sends no content-length for it), as Empty was.
+        let body = prepared.body.clone().unwrap_or_default();
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = prepared.method.clone();
+        *request.uri_mut() = prepared.uri(slot.index, &mut scratch);
         let headers = request.headers_mut();
         headers.insert(HOST, host.clone());
         headers.insert(USER_AGENT, user_agent.clone());
+        for (name, value) in &prepared.headers {
+            headers.insert(name.clone(), value.clone());
+        }
         for (name, value) in &plan.headers {
             headers.append(name, value.clone());
         }
