@@ -298,7 +298,10 @@ fn parse_path(path: &str, entry: &str) -> anyhow::Result<Vec<Part>> {
     let mut rest = path;
     while let Some(open) = rest.find('{') {
         // Braces are balanced (top_level checked), so this one closes.
-        let close = open + rest[open..].find('}').unwrap_or(rest.len() - open);
+        let Some(length) = rest[open..].find('}') else {
+            anyhow::bail!("--mix entry {entry:?}: unbalanced braces in the path");
+        };
+        let close = open + length;
         let inner = &rest[open + 1..close];
         let (low, high) = inner
             .split_once("..")
@@ -331,9 +334,9 @@ fn parse_path(path: &str, entry: &str) -> anyhow::Result<Vec<Part>> {
     Ok(parts)
 }
 
-/// A whole number of digits only (`u64`'s parser would take a leading `+`).
+/// A whole number of digits only (`u64`'s parser would take a leading `+`; it refuses "").
 fn number(text: &str) -> Option<u64> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     text.parse().ok()
@@ -357,7 +360,8 @@ fn render(parts: &[Part], index: u64, out: &mut String) {
 /// over `low..=high`, so the same run sends the same numbers, in a scrambled but repeatable order,
 /// and over many requests every number in the range equally often.
 pub fn number_for(index: u64, placeholder: u32, low: u64, high: u64) -> u64 {
-    let hash = splitmix64(index ^ (u64::from(placeholder) << 56));
+    // Hashed twice, so that the placeholders of one path draw unrelated numbers.
+    let hash = splitmix64(splitmix64(index) ^ u64::from(placeholder));
     let span = u128::from(high - low) + 1;
     // Multiply-shift: hash / 2^64 of the span, without a division.
     low + ((u128::from(hash) * span) >> 64) as u64
@@ -793,7 +797,11 @@ mod tests {
     fn numbers_cover_the_whole_u64_range_without_overflow() {
         assert_eq!(number_for(5, 0, 42, 42), 42);
         let n = number_for(5, 0, 0, u64::MAX);
-        assert_eq!(n, splitmix64(5), "the whole range is the hash itself");
+        assert_eq!(
+            n,
+            splitmix64(splitmix64(5)),
+            "the whole range is the hash itself"
+        );
         assert!(number_for(5, 0, u64::MAX - 1, u64::MAX) >= u64::MAX - 1);
     }
 
