@@ -16,6 +16,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 VENV_BIN = Path(sys.executable).parent
+# The no-account command, as docs/compose.md and compose's own messages give it.
+NO_ACCOUNT = {"COMPOSE_PROFILES": "local", "DD_API_KEY": "unused",  # pragma: allowlist secret
+              "MYSQL_DATADOG_PASSWORD": "local", "MYSQL_APP_PASSWORD": "local"}  # pragma: allowlist secret
+NO_ACCOUNT_COMMAND = " ".join(f"{k}={v}" for k, v in NO_ACCOUNT.items()) + " docker compose up"
+COMPOSE_V1 = Path("/usr/bin/docker-compose")
 
 
 @pytest.fixture(scope="module")
@@ -102,14 +107,37 @@ def test_agent_refuses_to_start_without_an_api_key(compose):
     assert re.fullmatch(r"\$\{DD_API_KEY:\?.+\}", key), "compose stops with a message when DD_API_KEY is unset"
 
 
-def test_mysql_runs_the_setup_sql_and_is_not_published(compose):
+def test_mysql_runs_the_setup_scripts_and_the_dbm_options_and_is_not_published(compose):
     mysql = service(compose, "mysql")
     mounts = dict((target, source) for source, target in bind_mounts(mysql))
     init = ROOT / mounts["/docker-entrypoint-initdb.d"]
-    assert (init / "datadog-user.sh").exists()
+    # The image runs them in name order: the app's schema exists before datadog-user.sh's
+    # explain procedure is created in it.
+    assert sorted(p.name for p in init.glob("*.sh"))[:2] == ["apm-demo-user.sh", "datadog-user.sh"]
+    assert "./agent-config/mysql-conf/datadog-dbm.cnf:/etc/mysql/conf.d/datadog-dbm.cnf:ro" in mysql["volumes"]
     assert "ports" not in mysql
     assert "mysql-data:/var/lib/mysql" in mysql["volumes"]
     assert "mysql-data" in compose["volumes"]
+
+
+def test_mysql_gets_the_passwords_of_its_users_and_nothing_the_image_would_act_on(compose):
+    env = service(compose, "mysql")["environment"]
+    # The official image creates a user with ALL on MYSQL_DATABASE from MYSQL_USER/MYSQL_PASSWORD
+    # (docker-library/mysql 8.4/docker-entrypoint.sh, docker_setup_db): the app's user would get
+    # more than its three privileges.
+    assert not {"MYSQL_USER", "MYSQL_PASSWORD", "MYSQL_DATABASE"} & set(env)
+    assert env["MYSQL_DATADOG_PASSWORD"].startswith("${MYSQL_DATADOG_PASSWORD:?")
+    assert env["MYSQL_APP_PASSWORD"].startswith("${MYSQL_APP_PASSWORD:?")
+
+
+def test_app_reaches_mysql_as_its_own_user_with_dbm_comments(compose):
+    env = service(compose, "app")["environment"]
+    assert {k: env[k] for k in ("MYSQL_HOST", "MYSQL_PORT", "MYSQL_DATABASE", "MYSQL_USER",
+                                "DD_DBM_PROPAGATION_MODE")} == {
+        "MYSQL_HOST": "mysql", "MYSQL_PORT": "3306", "MYSQL_DATABASE": "apm_demo",
+        "MYSQL_USER": "apm_demo", "DD_DBM_PROPAGATION_MODE": "full"}
+    # The same variable the mysql service creates the user with.
+    assert env["MYSQL_PASSWORD"].startswith("${MYSQL_APP_PASSWORD:?")
 
 
 def test_every_service_has_a_health_check_and_waits_for_health(compose):
@@ -117,7 +145,8 @@ def test_every_service_has_a_health_check_and_waits_for_health(compose):
         assert "healthcheck" in svc, name
         for dependency, condition in (svc.get("depends_on") or {}).items():
             assert condition["condition"] == "service_healthy", f"{name} -> {dependency}"
-    # The app never waits for an agent: spans queue (and are dropped and counted) while it is away.
+    # The app never waits for an agent or for MySQL: spans queue (and are dropped and counted)
+    # while the agent is away, the database routes answer 503 while MySQL is.
     assert "depends_on" not in service(compose, "app")
     assert set(service(compose, "loadgen")["depends_on"]) == {"app"}
 
@@ -132,14 +161,32 @@ def test_health_checks_need_nothing_the_images_lack(compose):
     assert "-p" not in " ".join(service(compose, "mysql")["healthcheck"]["test"])
 
 
-def test_the_no_account_command_needs_no_secret_but_the_api_key_placeholder(compose):
-    # Compose interpolates the whole file before it selects a profile's services, so any `${VAR:?}`
-    # stops `COMPOSE_PROFILES=local DD_API_KEY=unused docker compose up` (docker/compose#11977).
-    required = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*):\?", COMPOSE.read_text()))
-    assert required == {"DD_API_KEY"}
-    # Only the Agent's integration uses MySQL, so MySQL runs with the Agent.
-    assert service(compose, "mysql")["profiles"] == ["datadog"]
+def test_the_no_account_command_sets_every_required_variable(compose):
+    # Compose interpolates the whole file before it selects a profile's services, so every
+    # `${VAR:?}` must be set by the no-account command too (docker/compose#11977).
+    text = COMPOSE.read_text()
+    required = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*):\?", text))
+    assert required == {"DD_API_KEY", "MYSQL_DATADOG_PASSWORD", "MYSQL_APP_PASSWORD"}
+    assert required <= set(NO_ACCOUNT)
+    # The messages that name the command, and the docs, give it whole.
+    assert re.findall(r"without an account run ([^}]*)\}", text) == [NO_ACCOUNT_COMMAND] * 2
+    assert NO_ACCOUNT_COMMAND + " --build" in (ROOT / "docs" / "compose.md").read_text()
+    # The app's database routes use MySQL whichever agent runs: no profile.
+    assert "profiles" not in service(compose, "mysql")
     assert service(compose, "mysql")["environment"]["MYSQL_RANDOM_ROOT_PASSWORD"] == "yes"  # pragma: allowlist secret
+
+
+@pytest.mark.skipif(not COMPOSE_V1.exists(), reason="Debian's docker-compose 1.29 is not installed")
+def test_compose_v1_reads_the_file_with_the_no_account_command_and_names_a_missing_password(tmp_path):
+    def config(env):
+        # An empty working directory: no .env of the developer's is read.
+        return subprocess.run([str(COMPOSE_V1), "--project-directory", str(tmp_path), "--file", str(COMPOSE),
+                               "config", "--quiet"], capture_output=True, text=True, cwd=tmp_path,
+                              env={"PATH": "/usr/bin:/bin", **env})
+    assert config(NO_ACCOUNT).returncode == 0, config(NO_ACCOUNT).stderr
+    for variable in ("MYSQL_APP_PASSWORD", "MYSQL_DATADOG_PASSWORD", "DD_API_KEY"):
+        result = config({k: v for k, v in NO_ACCOUNT.items() if k != variable})
+        assert result.returncode != 0 and f"{variable} is not set" in result.stderr, result.stderr
 
 
 def test_the_file_also_runs_under_compose_v1(compose):

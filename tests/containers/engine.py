@@ -16,10 +16,16 @@ unchanged, on base images made locally under the exact names they use.
   toolchain this machine already has (nothing downloaded).
 - the test agent's image, under the name compose uses: that base and `ddapm-test-agent` at the version
   pinned in requirements.txt.
+- `mysql:8.4`: that base and Debian's MariaDB 10.11 (`mariadb-server`), with an entrypoint
+  (mysql_stand_in/docker-entrypoint.sh) that does what the official image's does for this project's
+  compose file: first-start initialisation, /docker-entrypoint-initdb.d run with docker_process_sql,
+  a random root password, /etc/mysql/conf.d read. Test scaffolding only: MariaDB is not MySQL 8.4
+  (no caching_sha2_password, its own performance_schema), see docs/compose.md.
 - HTTPS from a build container verifies only against this machine's CA bundle, so the two build-time
   stand-ins carry a copy of it. That is this machine's quirk, not the project's.
 """
 
+import hashlib
 import os
 import re
 import shutil
@@ -36,14 +42,22 @@ PACKAGES = ["docker.io", "docker-compose", "mmdebstrap"]
 
 DEBIAN = "debian:bookworm-slim"
 RUST = "rust:1.95-slim-bookworm"
+MYSQL_STAND_IN = Path(__file__).resolve().parent / "mysql_stand_in"
+
+
+def compose_image(pattern: str, what: str) -> str:
+    """An image name as docker-compose.yml spells it."""
+    match = re.search(rf"image: ({pattern})", (ROOT / "docker-compose.yml").read_text())
+    assert match, f"docker-compose.yml names no {what} image"
+    return match.group(1)
 
 
 def test_agent_image() -> str:
-    """The test agent's image name, as docker-compose.yml spells it."""
-    match = re.search(r"image: (ghcr\.io/datadog/dd-apm-test-agent/ddapm-test-agent:\S+)",
-                      (ROOT / "docker-compose.yml").read_text())
-    assert match, "docker-compose.yml names no test agent image"
-    return match.group(1)
+    return compose_image(r"ghcr\.io/datadog/dd-apm-test-agent/ddapm-test-agent:\S+", "test agent")
+
+
+def mysql_image() -> str:
+    return compose_image(r"mysql:\S+", "MySQL")
 
 
 def pinned(package: str) -> str:
@@ -114,6 +128,21 @@ def stop_engine(daemon) -> None:
             daemon.kill()
 
 
+def label(image: str, key: str) -> str:
+    """A label of a local image; empty when the image or the label is missing."""
+    result = run(DOCKER, "image", "inspect", "--format", f'{{{{index .Config.Labels "{key}"}}}}',
+                 image, check=False, timeout=30)
+    return result.stdout.strip() if result.returncode == 0 else ""
+
+
+def stand_in_digest() -> str:
+    """The MySQL stand-in's files, hashed: the image is rebuilt when they change."""
+    digest = hashlib.sha256()
+    for path in sorted(MYSQL_STAND_IN.iterdir()):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def has_image(name: str) -> bool:
     return run(DOCKER, "image", "inspect", name, check=False, timeout=30).returncode == 0
 
@@ -176,6 +205,31 @@ EXPOSE 8126
 CMD ["ddapm-test-agent"]
 """, context)
         took[agent] = time.monotonic() - started
+    mysql = mysql_image()
+    if label(mysql, "apm-demo.stand-in") != stand_in_digest():
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory() as tmp:
+            context = Path(tmp)
+            for name in ("docker-entrypoint.sh", "my.cnf"):
+                shutil.copy(MYSQL_STAND_IN / name, context / name)
+            # The package's postinst initialises /var/lib/mysql: emptied, so that the first start of
+            # a container initialises it as the official image does. The official image's layout:
+            # /etc/mysql/conf.d and /docker-entrypoint-initdb.d exist, the datadir is a volume.
+            build(mysql, f"""FROM {DEBIAN}
+RUN apt-get update && apt-get install -y --no-install-recommends mariadb-server mariadb-client \\
+    && rm -rf /var/lib/apt/lists/* /var/lib/mysql /etc/mysql/my.cnf \\
+    && mkdir -p /var/lib/mysql /run/mysqld /etc/mysql/conf.d /docker-entrypoint-initdb.d \\
+    && chown mysql:mysql /var/lib/mysql /run/mysqld
+COPY my.cnf /etc/mysql/my.cnf
+COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
+LABEL apm-demo.stand-in={stand_in_digest()}
+RUN chmod 755 /usr/local/bin/docker-entrypoint.sh && mysqld --version && mysqladmin --version
+VOLUME /var/lib/mysql
+ENTRYPOINT ["docker-entrypoint.sh"]
+EXPOSE 3306
+CMD ["mysqld"]
+""", context)
+        took[mysql] = time.monotonic() - started
     return took
 
 

@@ -1,9 +1,12 @@
 """`docker compose up`, run for real: the images built from the Dockerfiles, the `local` profile up.
 
-What a user's first `COMPOSE_PROFILES=local DD_API_KEY=unused docker compose up --build` does, on a
-real engine (see engine.py for how this machine gets one): the app, Datadog's test agent in place of
-the Datadog Agent, and the load generator. MySQL and the Datadog Agent are not run: their images
-cannot be had here (no image registry), and the `local` profile does not start them.
+What a user's first no-account command (`COMPOSE_PROFILES=local DD_API_KEY=unused
+MYSQL_DATADOG_PASSWORD=local MYSQL_APP_PASSWORD=local docker compose up --build`) does, on a real
+engine (see engine.py for how this machine gets one): the app, Datadog's test agent in place of the
+Datadog Agent, MySQL and the load generator. MySQL is a stand-in built here on Debian's MariaDB
+(engine.py; no image registry is reachable), which runs agent-config/mysql and
+agent-config/mysql-conf as the official image does. The Datadog Agent is not run: the `local`
+profile does not start it.
 
 The tests run in file order on one project and end by stopping it; `docker-compose down -v` runs
 in the fixture's teardown whatever failed, and the teardown fails if anything is left behind.
@@ -11,9 +14,13 @@ in the fixture's teardown whatever failed, and the teardown fails if anything is
 
 import json
 import os
+import re
 import socket
+import subprocess
 import time
+import urllib.error
 import urllib.request
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -24,7 +31,13 @@ PROJECT = f"apmdemo-test-{os.getpid()}"
 FLASK_BODIES = {"/": "Entrypoint to the Application", "/api/apm": "Getting APM Started",
                 "/api/trace": "Posting Traces"}
 SEED_RESOURCES = {"GET /", "GET /api/apm", "GET /api/trace", "GET 404"}
+# loadgen's default mix when this suite was written: the seed routes and a 404. Given explicitly, so
+# that the fixed-trace test does not move with loadgen's default.
+SEED_MIX = "/=6,/api/apm=7,/api/trace=6,/no-such-page=1"
 APP_UID = 10001
+REQUEST_SPAN = "http.server.request"
+# A trace id of ours, sent with the database requests whose spans and DBM comments are checked.
+DB_TRACE_ID, DB_PARENT_ID = 4_242_000_002, 78
 
 
 def free_port() -> int:
@@ -40,18 +53,33 @@ class Stack:
         self.app_port, self.agent_port = free_port(), free_port()
         # As the README's no-account command, plus the published ports and a faster loadgen.
         self.env = {"COMPOSE_PROFILES": "local", "DD_API_KEY": "unused",  # pragma: allowlist secret
+                    "MYSQL_DATADOG_PASSWORD": "local", "MYSQL_APP_PASSWORD": "local",  # pragma: allowlist secret
                     "APP_PORT": str(self.app_port), "TEST_AGENT_PORT": str(self.agent_port),
                     "LOADGEN_RATE": "20"}
         self.tmp = tmp
+        self.containers = {}
+        self.startup = []
+        self.app_started_at = ""
+        self.mysql_healthy_at = 0.0
+
+    def compose_args(self, *args) -> list:
+        return [engine.COMPOSE, "--project-name", PROJECT, "--file",
+                str(engine.ROOT / "docker-compose.yml"), *args]
 
     def compose(self, *args, check=True, timeout=600):
-        return engine.run(engine.COMPOSE, "--project-name", PROJECT, "--file",
-                          str(engine.ROOT / "docker-compose.yml"), *args, check=check,
-                          timeout=timeout, cwd=engine.ROOT,
+        return engine.run(*self.compose_args(*args), check=check, timeout=timeout, cwd=engine.ROOT,
                           env_extra=self.env)
 
+    def compose_in_background(self, *args) -> subprocess.Popen:
+        return subprocess.Popen(self.compose_args(*args), cwd=engine.ROOT, env=engine.env(self.env),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
     def container(self, service: str) -> str:
-        return self.compose("ps", "-q", service).stdout.strip()
+        """The service's container id; empty while compose has not created it. Kept once known:
+        docker-compose takes a second a call, and `restart` keeps the container."""
+        if not self.containers.get(service):
+            self.containers[service] = self.compose("ps", "-q", service, check=False).stdout.strip()
+        return self.containers[service]
 
     def inspect(self, service: str, template: str) -> str:
         return engine.run(engine.DOCKER, "inspect", "--format", template,
@@ -75,9 +103,41 @@ class Stack:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
             return response.status, response.headers.get("content-type"), response.read().decode()
 
+    def request(self, method: str, path: str, body=None, headers=None):
+        """(status, parsed JSON body or text) of a request to the app; (None, error) when nothing
+        answers."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{self.app_port}{path}", data=data,
+                                         method=method, headers={"content-type": "application/json",
+                                                                 **(headers or {})})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                status, text = response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            status, text = error.code, error.read().decode()
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+            return None, str(error)
+        try:
+            return status, json.loads(text)
+        except ValueError:
+            return status, text
+
     def spans(self) -> list:
         _, _, body = self.get(self.agent_port, "/test/traces")
         return [span for trace in json.loads(body) for span in trace]
+
+    def mysql_as_root(self, sql: str) -> list:
+        """Rows of `sql` run as root in the mysql container (`docker compose exec`), with the random
+        root password the image printed at its first start."""
+        log = self.compose("logs", "--no-color", "mysql").stdout
+        passwords = re.findall(r"GENERATED ROOT PASSWORD: (\S+)", log)
+        assert len(passwords) == 1, f"one generated root password in the log: {len(passwords)}"
+        out = self.compose("exec", "-T", "-e", f"MYSQL_PWD={passwords[0]}", "mysql",
+                           "mysql", "-uroot", "--batch", "--skip-column-names", "-e", sql).stdout
+        return [line.split("\t") for line in out.splitlines()]
+
+    def restarts(self, service: str) -> tuple:
+        return (self.inspect(service, "{{.State.StartedAt}}"), self.inspect(service, "{{.RestartCount}}"))
 
     def leftovers(self) -> dict:
         label = f"label=com.docker.compose.project={PROJECT}"
@@ -98,9 +158,23 @@ def stack(tmp_path_factory):
         started = time.monotonic()
         stack.compose("build", timeout=1800)
         print(f"compose build: {time.monotonic() - started:.0f} s")
-        # The services of the local profile; mysql and the Datadog Agent have no image here.
-        stack.compose("up", "--detach", "app", "test-agent", "loadgen", timeout=300)
-        stack.wait_healthy(["app", "test-agent"], within=60)
+        # The whole local profile, as the no-account command starts it, observed from the start:
+        # `up` itself returns only once the app is healthy (loadgen waits for that).
+        started = time.monotonic()
+        up = stack.compose_in_background("up", "--detach")
+        try:
+            stack.startup = observe_startup(stack, up, within=180)
+        finally:
+            output, _ = up.communicate(timeout=300)
+        assert up.returncode == 0, output
+        print(f"up: {stack.startup[-1][0] - stack.startup[0][0]:.1f} s to the last startup poll "
+              f"(POST /api/visits {stack.startup[-1][3]})")
+        stack.app_started_at = stack.inspect("app", "{{.State.StartedAt}}")
+        stack.wait_healthy(["app", "test-agent", "mysql"], within=90)
+        print(f"up to mysql healthy: {time.monotonic() - started:.1f} s")
+        # The probe that made it healthy (the engine keeps the last five only).
+        probes = json.loads(stack.inspect("mysql", "{{json .State.Health.Log}}"))
+        stack.mysql_healthy_at = min(docker_time(p["End"]) for p in probes if p["ExitCode"] == 0)
         yield stack
     finally:
         try:
@@ -109,6 +183,33 @@ def stack(tmp_path_factory):
         finally:
             engine.stop_engine(daemon)
         assert not any(left.values()), f"compose down left {left}"
+
+
+def observe_startup(stack, up: subprocess.Popen, within: float) -> list:
+    """While `up` runs and after: a seed route and POST /api/visits, with mysql's health when each
+    was asked, until `up` is done and the POST has an answer other than 503 (a visit stored, or a
+    failure the tests report). Rows (seconds since the epoch, mysql's health or None before its
+    container exists, GET / status, POST status); None where the app did not answer."""
+    rows = []
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        mysql = stack.container("mysql")
+        health = stack.inspect("mysql", "{{.State.Health.Status}}") if mysql else None
+        seed, _ = stack.request("GET", "/")
+        visit, _ = stack.request("POST", "/api/visits", {"page": "/compose/startup"})
+        rows.append((time.time(), health, seed, visit))
+        if visit not in (None, 503) and up.poll() is not None:
+            break
+        time.sleep(0.25)
+    return rows
+
+
+def docker_time(text: str) -> float:
+    """Seconds since the epoch of an engine timestamp (RFC 3339, nanoseconds)."""
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", text)
+    assert match, text
+    seconds = datetime.fromisoformat(match.group(1) + ("+00:00" if match.group(3) == "Z" else match.group(3)))
+    return seconds.replace(tzinfo=seconds.tzinfo or timezone.utc).timestamp() + float(f"0.{match.group(2) or 0}")
 
 
 def wait_for(condition, within: float, what: str):
@@ -149,10 +250,10 @@ def test_loadgen_is_healthy_and_its_traces_are_continued(stack):
 
 def test_spans_carry_the_trace_ids_loadgen_sent(stack):
     trace_id, parent_id = 4_242_000_001, 77
-    # One bounded run of the loadgen image with fixed ids: 20 requests are one cycle of the default
-    # mix, so every route and one 404 are in it.
+    # One bounded run of the loadgen image with fixed ids: 20 requests are one cycle of the seed
+    # mix, so every seed route and one 404 are in it.
     stack.compose("run", "--rm", "--no-deps", "loadgen", "http://app:5050", "-n", "20", "-c", "1",
-                  "--trace-headers", "none",
+                  "--mix", SEED_MIX, "--trace-headers", "none",
                   "--header", f"x-datadog-trace-id: {trace_id}",
                   "--header", f"x-datadog-parent-id: {parent_id}",
                   "--header", "x-datadog-sampling-priority: 1", timeout=120)
@@ -163,6 +264,106 @@ def test_spans_carry_the_trace_ids_loadgen_sent(stack):
     assert {s["parent_id"] for s in ours} == {parent_id}
     assert {(s["name"], s["type"], s["service"]) for s in ours} == {
         ("http.server.request", "web", "apm-demo")}
+
+
+def test_the_app_answered_while_mysql_was_still_starting(stack):
+    # No depends_on: the app serves its seed routes while MySQL initialises (its first health
+    # check comes 10 s after it starts, so it cannot be healthy in the first seconds).
+    early = [row for row in stack.startup if row[1] == "starting" and row[2] == 200]
+    assert early, stack.startup[:10]
+    # And the engine started the app before MySQL passed a health check.
+    assert docker_time(stack.app_started_at) < stack.mysql_healthy_at
+
+
+def test_the_database_routes_answer_503_until_mysql_answers_then_201_without_a_restart(stack):
+    answers = [row[3] for row in stack.startup]
+    assert 201 in answers, (answers, stack.compose("logs", "--no-color", "--tail", "30", "app",
+                                                   "mysql").stdout)
+    stored = answers.index(201)
+    print(f"POST /api/visits from `up` on: {answers.count(None)} x no answer, "
+          f"{answers[:stored].count(503)} x 503, then 201 "
+          f"{stack.startup[stored][0] - stack.startup[0][0]:.1f} s after `up` began")
+    # Before the first 201 the app either did not answer yet (None) or said 503 at once, never
+    # a 500 or a hang (a hang is a None after an answer: urllib's 5 s timeout); after it, 201s.
+    first = next(i for i, status in enumerate(answers) if status is not None)
+    assert set(answers[first:stored]) <= {503}, answers
+    assert set(answers[stored:]) == {201}, answers
+    # The same process all along: the engine never restarted the app.
+    assert stack.restarts("app") == (stack.app_started_at, "0")
+
+
+def test_a_visit_is_stored_and_read_back(stack):
+    headers = {"x-datadog-trace-id": str(DB_TRACE_ID), "x-datadog-parent-id": str(DB_PARENT_ID),
+               "x-datadog-sampling-priority": "1"}
+    status, created = stack.request("POST", "/api/visits", {"page": "/compose/visit"}, headers)
+    assert status == 201, created
+    status, read = stack.request("GET", f"/api/visits/{created['id']}", headers=headers)
+    assert status == 200, read
+    assert read["id"] == created["id"] and read["page"] == "/compose/visit"
+    status, latest = stack.request("GET", "/api/visits")
+    assert status == 200 and created["id"] in [visit["id"] for visit in latest], latest
+    assert stack.request("GET", f"/api/visits/{created['id'] + 10**9}")[0] == 404
+    stack.visit_id = created["id"]
+
+
+def db_trace(stack) -> list:
+    return wait_for(lambda: (lambda spans: spans if {"POST /api/visits", "GET /api/visits/{id}"} <= {
+        s["resource"] for s in spans if s["name"] == REQUEST_SPAN} else None)(
+        [s for s in stack.spans() if s["trace_id"] == DB_TRACE_ID]), 15, "the visit requests' spans")
+
+
+def test_the_query_spans_are_children_of_their_request_span(stack):
+    spans = db_trace(stack)
+    for resource, statement in (("POST /api/visits", "INSERT"), ("GET /api/visits/{id}", "SELECT")):
+        (request,) = [s for s in spans if s["name"] == REQUEST_SPAN and s["resource"] == resource]
+        assert request["parent_id"] == DB_PARENT_ID
+        queries = [s for s in spans if s["name"] == "mysql.query" and s["parent_id"] == request["span_id"]]
+        assert queries, f"no mysql.query span under {resource}: {spans}"
+        for query in queries:
+            assert query["type"] == "sql", query
+            # The statement with placeholders, never the values.
+            assert "/compose/visit" not in query["resource"], query
+            assert query["meta"].get("db.system") == "mysql", query
+            assert query["meta"].get("span.kind") == "client", query
+        ours = [q for q in queries if q["resource"].lstrip().upper().startswith(statement)]
+        assert ours and all("?" in q["resource"] for q in ours), queries
+
+
+def test_the_dbm_comment_reaches_the_server_with_the_trace_context(stack):
+    spans = {s["span_id"] for s in db_trace(stack)}
+    rows = stack.mysql_as_root(
+        "SELECT SQL_TEXT FROM performance_schema.events_statements_history_long "
+        "WHERE SQL_TEXT LIKE '/*dddbs=%'")
+    assert rows, "no statement with a DBM comment in events_statements_history_long"
+    contexts = [re.search(r"traceparent='00-([0-9a-f]{32})-([0-9a-f]{16})-0[01]'", row[0]) for row in rows]
+    ours = [m for m in contexts if m and int(m.group(1)[16:], 16) == DB_TRACE_ID]
+    assert ours, rows[:5]
+    for match in ours:
+        # The request came with a 64-bit trace id: no high bits. The parent is a span of the trace.
+        assert match.group(1)[:16] == "0" * 16, match.group(0)
+        assert int(match.group(2), 16) in spans, match.group(0)
+
+
+def test_the_app_user_has_only_its_grants(stack):
+    assert stack.mysql_as_root("SELECT host FROM mysql.user WHERE user = 'apm_demo'") == [["%"]]
+    grants = {}
+    for (line,) in stack.mysql_as_root("SHOW GRANTS FOR 'apm_demo'@'%'"):
+        match = re.fullmatch(r"GRANT (.+) ON (\S+) TO `apm_demo`@`%`.*", line)
+        assert match, line
+        grants[match.group(2)] = set(match.group(1).split(", "))
+    assert grants == {"*.*": {"USAGE"}, "`apm_demo`.*": {"SELECT", "INSERT", "CREATE"}}
+
+
+def test_mysql_restarted_keeps_its_data_and_the_app_reconnects_without_a_restart(stack):
+    before = stack.restarts("app")
+    stack.compose("restart", "--timeout", "15", "mysql")
+    # A later start skips the initialisation: the same root password, the stored visit.
+    started = time.monotonic()
+    wait_for(lambda: stack.request("GET", f"/api/visits/{stack.visit_id}")[0] == 200, 60,
+             "the stored visit after MySQL's restart")
+    print(f"visit read back {time.monotonic() - started:.1f} s after mysql's restart")
+    assert len(stack.mysql_as_root("SELECT 1")) == 1
+    assert stack.restarts("app") == before
 
 
 def test_the_test_agent_reports_no_trace_check_failure(stack):
@@ -181,7 +382,7 @@ def app_log_lines(stack) -> list:
 def test_app_logs_are_json_with_the_spans_trace_ids(stack):
     logs = app_log_lines(stack)  # every line parses as JSON, or this fails
     access = [line for line in logs if line.get("logger.name") == "apm_demo::access"]
-    span_ids = {(s["trace_id"], s["span_id"]) for s in stack.spans()}
+    span_ids = {(s["trace_id"], s["span_id"]) for s in stack.spans() if s["name"] == REQUEST_SPAN}
     logged = {(int(line["dd.trace_id"]), int(line["dd.span_id"])) for line in access}
     # Lines logged before the last export (once a second) may not have their span yet.
     assert len(logged & span_ids) >= len(span_ids) * 0.9 > 0
@@ -196,7 +397,7 @@ def test_stopping_the_app_delivers_a_span_for_every_answered_request(stack):
     answered = {int(line["dd.trace_id"]) for line in access}
     received = wait_for(lambda: (lambda ids: ids if answered <= ids else None)(
         {s["trace_id"] for s in stack.spans()}), 10, "a span for every answered request")
-    assert len(access) == len([s for s in stack.spans() if s["service"] == "apm-demo"])
+    assert len(access) == len([s for s in stack.spans() if s["name"] == REQUEST_SPAN])
     assert answered == received
 
 
