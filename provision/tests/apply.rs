@@ -694,6 +694,12 @@ fn destroy_removes_everything_it_manages() {
     let store = Shared::default();
     let base = fake_datadog(store.clone());
     apply::apply(&api(&base), &settings(), &web()).unwrap();
+    // Someone else's dashboard, which destroy must leave.
+    store
+        .lock()
+        .unwrap()
+        .dashboards
+        .push(json!({"id": "xyz-000", "title": "team: checkout"}));
     let report = apply::destroy(&api(&base), &settings(), &web()).unwrap();
     let kinds: Vec<&str> = report.outcomes.iter().map(|o| o.kind).collect();
     assert_eq!(
@@ -709,7 +715,8 @@ fn destroy_removes_everything_it_manages() {
         ]
     );
     assert!(report.outcomes.iter().all(|o| o.action == Action::Deleted));
-    assert_eq!(counts(&store), (0, 0, 0));
+    assert_eq!(counts(&store), (1, 0, 0));
+    assert_eq!(store.lock().unwrap().dashboards[0]["id"], "xyz-000");
     let s = store.lock().unwrap();
     assert!(
         s.downtimes
@@ -723,7 +730,7 @@ fn destroy_removes_everything_it_manages() {
     // And a new apply starts from scratch rather than reviving canceled downtimes.
     let report = apply::apply(&api(&base), &settings(), &web()).unwrap();
     assert!(report.outcomes.iter().all(|o| o.action == Action::Created));
-    assert_eq!(counts(&store), (2, 3, 2));
+    assert_eq!(counts(&store), (3, 3, 2));
 }
 
 #[test]
