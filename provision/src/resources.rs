@@ -778,6 +778,28 @@ mod tests {
         );
     }
 
+    /// A dashboard says what it shows and that provision overwrites changes made in the web app.
+    #[test]
+    fn dashboards_say_they_are_managed() {
+        for (dashboard, what) in [
+            (timeboard(&settings()), "The seed exercise's timeboard"),
+            (apm_dashboard(&settings()), "database queries"),
+        ] {
+            assert!(
+                dashboard.description.contains(what),
+                "{}",
+                dashboard.description
+            );
+            assert!(
+                dashboard
+                    .description
+                    .ends_with("(managed-by:apm-demo): changes made here are overwritten."),
+                "{}",
+                dashboard.description
+            );
+        }
+    }
+
     #[test]
     fn mysql_connections_are_the_open_ones_not_the_rate_of_new_ones() {
         let dashboard = apm_dashboard(&settings());
