@@ -671,6 +671,10 @@ mod tests {
         );
         assert_eq!(only("PUT /v [1,2]").body.as_deref(), Some(&b"[1,2]"[..]));
         assert_eq!(only(r#"PATCH /v {"a":1}"#).weight, 1);
+        // An escaped quote does not end a string: the brace and comma after it are the string's.
+        let entry = only(r#"PATCH /v {"q":"a\"}, {"}=2"#);
+        assert_eq!(entry.body.as_deref(), Some(&br#"{"q":"a\"}, {"}"#[..]));
+        assert_eq!(entry.weight, 2);
     }
 
     #[test]
