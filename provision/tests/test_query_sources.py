@@ -36,7 +36,9 @@ from datadog_checks.base.stubs import datadog_agent
 from datadog_checks.base.utils.db.utils import resolve_db_host
 
 ROOT = Path(__file__).resolve().parents[2]
-PROVISION = ROOT / "target" / "release" / "provision"
+# Where `make release` put it (CARGO_TARGET_DIR honoured), as test_payloads.py finds it.
+PROVISION = Path(subprocess.run([str(ROOT / "local" / "bin-dir.sh")], capture_output=True, text=True,
+                                check=True).stdout.strip()) / "provision"
 AGENT_CONFIG = ROOT / "agent-config"
 AGENT_HOST = "demo-host"
 # What Autodiscovery puts in place of %%host%% in compose: the MySQL container's address.
