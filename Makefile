@@ -58,12 +58,15 @@ test-rust:
 	$(CARGO) test --workspace
 
 ## conformance: the release binary against Datadog's test agent, then the fault suite (one test at a
-## time: its latency comparisons must not share the machine with each other)
-conformance: venv
+## time: its latency comparisons must not share the machine with each other), then the database
+## suite (a private MariaDB)
+conformance: venv mariadb
 	DDAPM_TEST_AGENT=$(CURDIR)/$(VENV)/bin/ddapm-test-agent \
 		$(CARGO) test --release --features conformance --test conformance
 	$(CARGO) test --release --features conformance --test faults -- --test-threads=1
 	$(CARGO) test --release --features conformance --test limits -- --test-threads=1
+	DDAPM_TEST_AGENT=$(CURDIR)/$(VENV)/bin/ddapm-test-agent \
+		$(CARGO) test --release --features conformance --test database
 
 ## test-python: agent-config (custom check, MySQL setup on a real MariaDB), the compose file and
 ## Dockerfiles, the secret scan, a headless Chromium on the service, `make local` end to end, and

@@ -12,6 +12,8 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use url::Url;
 
+pub use crate::db::comment::PropagationMode;
+
 /// The service's settings. Field docs are the `--help` text.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -106,6 +108,57 @@ pub struct Config {
     #[arg(long, env = "FLAGD_OFFLINE_POLL_MS", value_name = "FLAGD_OFFLINE_POLL_MS", default_value_t = 500, value_parser = clap::value_parser!(u32).range(10..=60_000))]
     pub flagd_offline_poll_ms: u32,
 
+    /// MySQL server of the database routes (`/api/visits`). Unset or empty: those routes answer 503
+    /// and the seed's routes are unaffected.
+    #[arg(long, env = "MYSQL_HOST", value_name = "MYSQL_HOST", value_parser = optional_host)]
+    pub mysql_host: Option<OptionalHost>,
+
+    /// Port of the MySQL server.
+    #[arg(
+        long,
+        env = "MYSQL_PORT",
+        value_name = "MYSQL_PORT",
+        default_value_t = 3306
+    )]
+    pub mysql_port: u16,
+
+    /// The service's own database (created by agent-config/mysql/apm-demo-user.sh; the service
+    /// creates its table in it at start).
+    #[arg(long, env = "MYSQL_DATABASE", value_name = "MYSQL_DATABASE", default_value = "apm_demo", value_parser = non_empty)]
+    pub mysql_database: String,
+
+    /// The service's database user (SELECT, INSERT, CREATE on its own database only).
+    #[arg(long, env = "MYSQL_USER", value_name = "MYSQL_USER", default_value = "apm_demo", value_parser = non_empty)]
+    pub mysql_user: String,
+
+    /// Its password: from the environment only, required when MYSQL_HOST is set.
+    #[arg(
+        long,
+        env = "MYSQL_PASSWORD",
+        value_name = "MYSQL_PASSWORD",
+        hide_env_values = true
+    )]
+    pub mysql_password: Option<String>,
+
+    /// Connections to MySQL at most; a request that finds them all busy for MYSQL_TIMEOUT gets 503.
+    #[arg(long, env = "MYSQL_POOL_SIZE", value_name = "MYSQL_POOL_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub mysql_pool_size: u32,
+
+    /// Longest wait for a connection to MySQL (connecting, or a free one from the pool): past it the
+    /// database route answers 503 rather than hold the request.
+    #[arg(long, env = "MYSQL_TIMEOUT", value_name = "MYSQL_TIMEOUT", default_value = "1s", value_parser = positive_duration)]
+    pub mysql_timeout: Duration,
+
+    /// Longest run of one statement: past it the statement is abandoned and the database route
+    /// answers 503.
+    #[arg(long, env = "MYSQL_QUERY_TIMEOUT", value_name = "MYSQL_QUERY_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
+    pub mysql_query_timeout: Duration,
+
+    /// Database Monitoring: comment each statement with the service (`service`) and also the query
+    /// span's trace context (`full`), as Datadog's tracers do.
+    #[arg(long, env = "DD_DBM_PROPAGATION_MODE", value_name = "DD_DBM_PROPAGATION_MODE", value_enum, default_value_t = PropagationMode::Disabled)]
+    pub dd_dbm_propagation_mode: PropagationMode,
+
     /// What to run: the service (no subcommand) or its own health check.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -149,7 +202,27 @@ impl Config {
         let matches = command
             .try_get_matches_from_mut(args)
             .map_err(|error| ConfigError::from_clap(error, &command))?;
-        Self::from_arg_matches(&matches).map_err(|error| ConfigError::from_clap(error, &command))
+        let config = Self::from_arg_matches(&matches)
+            .map_err(|error| ConfigError::from_clap(error, &command))?;
+        config.check_combinations()?;
+        Ok(config)
+    }
+
+    /// What no single value can say wrong: settings that need each other.
+    fn check_combinations(&self) -> Result<(), ConfigError> {
+        if self.mysql().is_some() && self.mysql_password.is_none() {
+            return Err(ConfigError::Invalid(
+                "invalid configuration: MYSQL_PASSWORD: must be set when MYSQL_HOST is \
+                 (the service's database user's password, from the environment)"
+                    .to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The MySQL server's host, when the database routes are configured.
+    pub fn mysql(&self) -> Option<&str> {
+        self.mysql_host.as_ref().and_then(|host| host.0.as_deref())
     }
 
     /// The address to bind.
@@ -230,6 +303,18 @@ fn env_name_of(command: &clap::Command, rendered: &str) -> Option<String> {
         .find(|arg| arg.get_long() == Some(long))
         .and_then(|arg| arg.get_env())
         .map(|env| env.to_string_lossy().into_owned())
+}
+
+/// A host that may be given empty, meaning "none": `MYSQL_HOST=` turns the database off (compose
+/// and shells make an empty variable easier to write than an unset one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptionalHost(pub Option<String>);
+
+fn optional_host(value: &str) -> Result<OptionalHost, String> {
+    if value.trim().is_empty() {
+        return Ok(OptionalHost(None));
+    }
+    agent_host(value).map(|host| OptionalHost(Some(host)))
 }
 
 fn non_empty(value: &str) -> Result<String, String> {
@@ -437,6 +522,29 @@ mod tests {
             let config = parse(&["--host", address, "--port", "1"]).unwrap();
             assert_eq!(config.host.to_string(), address);
         }
+    }
+
+    #[test]
+    fn the_database_is_off_unless_a_host_is_given_and_then_needs_a_password() {
+        let off = parse(&["--mysql-host", ""]).unwrap();
+        assert_eq!(off.mysql(), None);
+        let message = refusal(&["--mysql-host", "db"]);
+        assert!(
+            message.starts_with("invalid configuration: MYSQL_PASSWORD: "),
+            "{message}"
+        );
+        let on = parse(&["--mysql-host", "db", "--mysql-password", "x"]).unwrap();
+        assert_eq!(on.mysql(), Some("db"));
+        assert!(
+            refusal(&["--mysql-host", "a b"]).starts_with("invalid configuration: MYSQL_HOST: ")
+        );
+        let message = refusal(&["--dd-dbm-propagation-mode", "all"]);
+        assert!(
+            message.ends_with("(allowed: disabled, service, full)"),
+            "{message}"
+        );
+        assert!(refusal(&["--mysql-timeout", "0s"]).contains("MYSQL_TIMEOUT"));
+        assert!(refusal(&["--mysql-pool-size", "0"]).contains("MYSQL_POOL_SIZE"));
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! apm-demo: the seed exercise's Flask app as an axum service, traced into Datadog.
 //!
 //! A request travels top to bottom through [`app`]: the router picks a route, the trace layer
-//! ([`telemetry::trace_layer`]) opens the request's server span, the handler ([`routes`]) answers,
-//! and the span leaves through the exporter ([`telemetry`]) without the request waiting for it.
+//! ([`telemetry::trace_layer`]) opens the request's server span, the handler ([`routes`]) answers
+//! (the database routes through [`db`], a client span per statement), and the spans leave through
+//! the exporter ([`telemetry`]) without the request waiting for them.
 //! `main.rs` and the tests share [`Application`], so tests run the real service on port 0.
 
 pub mod config;
+pub mod db;
 pub mod faults;
 pub mod healthcheck;
 pub mod limits;
@@ -16,26 +18,40 @@ pub mod telemetry;
 pub use server::Application;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::get;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::config::Config;
+use crate::db::Database;
 use crate::limits::Limits;
 use crate::routes::Health;
 use crate::telemetry::trace_layer::TraceLayer;
 
-/// The router: the three Flask routes inside the service's layers ([`layered`]), `/health` outside
-/// them (an orchestrator's probe must see a busy service as alive rather than be shed; and it is not
-/// traced: health checks would flood APM).
+/// The router: the three Flask routes and the database routes inside the service's layers
+/// ([`layered`]), `/health` outside them (an orchestrator's probe must see a busy service as alive
+/// rather than be shed; and it is not traced: health checks would flood APM).
 pub fn app(config: &Config) -> Router {
+    app_with(config, Database::new(config))
+}
+
+/// [`app`] on the given database (`main` keeps it to close its pool at shutdown).
+pub fn app_with(config: &Config, db: Database) -> Router {
     let seed = Router::new()
         .route("/", get(routes::api_entry))
         .route("/api/apm", get(routes::apm_endpoint))
         .route("/api/trace", get(routes::trace_endpoint));
-    with_health(layered(seed, config), config)
+    let visits = Router::new()
+        .route(
+            "/api/visits",
+            get(routes::visits::list).post(routes::visits::create),
+        )
+        .route("/api/visits/{id}", get(routes::visits::show))
+        .layer(DefaultBodyLimit::max(routes::visits::BODY_LIMIT))
+        .with_state(db);
+    with_health(layered(seed.merge(visits), config), config)
 }
 
 /// `router` and `/health`, the latter outside every layer of `router`.

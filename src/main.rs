@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use apm_demo::Application;
 use apm_demo::config::{Command, Config, ConfigError, FLUSH_TIMEOUT, SHUTDOWN_GRACE};
+use apm_demo::db::Database;
 use apm_demo::healthcheck;
 use apm_demo::telemetry::Telemetry;
 
@@ -48,7 +49,8 @@ fn main() -> ExitCode {
         .build()
         .expect("tokio runtime");
     let served = runtime.block_on(async {
-        let app = Application::bind(&config).await?;
+        let db = Database::new(&config);
+        let app = Application::bind_with_database(&config, db.clone()).await?;
         tracing::info!(
             address = %app.local_addr(),
             service = %config.dd_service,
@@ -56,6 +58,8 @@ fn main() -> ExitCode {
             version = %config.dd_version,
             tracing = config.dd_trace_enabled,
             agent = %config.agent_url(),
+            database = config.mysql().unwrap_or("none"),
+            dbm = ?config.dd_dbm_propagation_mode,
             "listening on http://{}",
             app.local_addr()
         );
@@ -65,6 +69,8 @@ fn main() -> ExitCode {
         if !finished {
             tracing::warn!("requests still in flight after {SHUTDOWN_GRACE:?}; stopping anyway");
         }
+        // Closing says goodbye to MySQL; a database that does not answer must not hold the exit.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), db.close()).await;
         std::io::Result::Ok(())
     });
     drop(runtime);

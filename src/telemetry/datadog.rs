@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::SpanKind;
+use opentelemetry::trace::{SpanId, SpanKind};
 use opentelemetry::{Context, KeyValue, StringValue};
 use opentelemetry_datadog::{ApiVersion, DatadogExporter, DatadogPropagator, ModelConfig};
 use opentelemetry_sdk::Resource;
@@ -76,19 +76,31 @@ impl Exporter {
             .trace_id_high
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        for span in batch.iter_mut().filter(|s| s.span_kind == SpanKind::Server) {
-            // The crate sends the low 64 bits of the trace id; the server span is the first of its
-            // trace chunk, where Datadog's tracers put the high 64 in `_dd.p.tid` (hex).
+        for span in batch.iter_mut() {
+            match span.span_kind {
+                SpanKind::Server => span.attributes.extend([
+                    // The crate reads the Datadog span type from this attribute.
+                    KeyValue::new("span.type", SPAN_TYPE),
+                    KeyValue::new("span.kind", "server"),
+                    KeyValue::new("component", COMPONENT),
+                ]),
+                // A query span carries its own type and component; the kind is what the Agent
+                // computes client stats and peer tags by.
+                SpanKind::Client => span.attributes.push(KeyValue::new("span.kind", "client")),
+                _ => {}
+            }
+            // The first span of its trace chunk: no parent in this process. (A query made outside
+            // any request, such as the schema at start, is one.)
+            let chunk_root = span.parent_span_is_remote || span.parent_span_id == SpanId::INVALID;
+            if !chunk_root {
+                continue;
+            }
+            // The crate sends the low 64 bits of the trace id; Datadog's tracers put the high 64 in
+            // `_dd.p.tid` (hex) on the first span of a trace chunk.
             let high = (u128::from_be_bytes(span.span_context.trace_id().to_bytes()) >> 64) as u64;
             let dm = decision_maker(span);
             span.attributes
-                .reserve(3 + usize::from(high != 0) + usize::from(dm.is_some()));
-            span.attributes.extend([
-                // The crate reads the Datadog span type from this attribute.
-                KeyValue::new("span.type", SPAN_TYPE),
-                KeyValue::new("span.kind", "server"),
-                KeyValue::new("component", COMPONENT),
-            ]);
+                .reserve(usize::from(high != 0) + usize::from(dm.is_some()));
             if high != 0 {
                 if last_high.0 != high {
                     *last_high = (high, Arc::<str>::from(format!("{high:016x}")).into());
@@ -162,11 +174,13 @@ fn build_exporter(settings: &ExporterSettings) -> anyhow::Result<DatadogExporter
     Ok(exporter)
 }
 
-/// The Datadog operation name: [`OPERATION_NAME`] for server spans, else the span name. The resource
-/// stays the span name (the crate's default).
+/// The Datadog operation name: [`OPERATION_NAME`] for server spans, `mysql.query` for client spans
+/// (the only ones are statements), else the span name. The resource stays the span name (the
+/// crate's default): the route, or the statement.
 fn operation_name<'a>(span: &'a SpanData, _config: &'a ModelConfig) -> &'a str {
     match span.span_kind {
         SpanKind::Server => OPERATION_NAME,
+        SpanKind::Client => crate::db::query::OPERATION_NAME,
         _ => span.name.as_ref(),
     }
 }

@@ -72,9 +72,12 @@ impl Telemetry {
                 // Nothing here reads OpenTelemetry's current context (the trace follows the tracing
                 // span), so attaching it at every poll of the request would be pure cost.
                 .with_context_activation(false)
-                // The request spans only: not events (the agent would drop them) nor other crates' spans.
+                // The request and query spans only: not events (the agent would drop them) nor
+                // other crates' spans.
                 .with_filter(filter_fn(|meta| {
-                    meta.is_span() && meta.target() == trace_layer::SPAN_TARGET
+                    meta.is_span()
+                        && (meta.target() == trace_layer::SPAN_TARGET
+                            || meta.target() == crate::db::query::SPAN_TARGET)
                 }))
         });
         let tags = config.dd_logs_injection.then(|| ServiceTags {

@@ -23,6 +23,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::logs;
 use super::propagation::{self, Incoming};
+use crate::db::query::QueryError;
 use crate::faults::{self, Injected};
 use crate::limits::Limited;
 
@@ -85,6 +86,11 @@ where
     if let Some(limited) = response.extensions().get::<Limited>() {
         span.record("error.type", limited.error_type());
         span.record("error.message", limited.message());
+    }
+    // A database route that could not reach its database: the query's error on the request too.
+    if let Some(failed) = response.extensions().get::<QueryError>() {
+        span.record("error.type", failed.kind);
+        span.record("error.message", failed.message.as_str());
     }
     // A request a fault flag touched: the flags on the span, and an injected 500 says which one.
     let fault = response.extensions().get::<Injected>();

@@ -14,3 +14,4 @@ mod logs;
 mod propagation;
 mod routes;
 mod spans;
+mod visits;

@@ -1,0 +1,208 @@
+//! The service's MySQL: a pool, the schema, and the visits the database routes read and write.
+//!
+//! Every statement runs through [`query::Runner`]: a `mysql.query` client span per statement, child
+//! of the request's span, with the Database Monitoring comment of [`comment`]. Nothing waits on the
+//! database without a bound: a connection within `MYSQL_TIMEOUT`, a statement within
+//! `MYSQL_QUERY_TIMEOUT`, else the route answers 503 and both spans say why. The pool connects
+//! lazily and reconnects by itself, so the service starts without its database and recovers when
+//! the database comes back, without a restart.
+
+pub mod comment;
+pub mod query;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use mysql_async::prelude::*;
+use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
+use serde::Serialize;
+
+use self::comment::{Comments, Identity};
+use self::query::{Param, Peer, QueryError, Runner};
+use crate::config::Config;
+
+/// The service's one table, created at start if missing (the database user may CREATE, SELECT and
+/// INSERT in its own database, nothing else: agent-config/mysql/apm-demo-user.sh).
+pub const CREATE_VISITS: &str = "CREATE TABLE IF NOT EXISTS visits (\
+    id BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY, \
+    page VARCHAR(255), \
+    user_agent VARCHAR(255), \
+    created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))";
+
+const INSERT_VISIT: &str = "INSERT INTO visits (page, user_agent) VALUES (?, ?)";
+const SELECT_VISIT: &str = "SELECT id, page, user_agent, created_at FROM visits WHERE id = ?";
+const LIST_VISITS: &str =
+    "SELECT id, page, user_agent, created_at FROM visits ORDER BY id DESC LIMIT 10";
+
+/// Longest `page` and `user_agent` kept: the columns' width, in characters.
+pub const TEXT_LIMIT: usize = 255;
+
+/// A row of `visits`, as the routes answer it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Visit {
+    pub id: u64,
+    pub page: Option<String>,
+    pub user_agent: Option<String>,
+    /// RFC 3339, UTC, microseconds.
+    pub created_at: String,
+}
+
+type VisitRow = (u64, Option<String>, Option<String>, time::PrimitiveDateTime);
+
+fn visit((id, page, user_agent, created_at): VisitRow) -> Visit {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    Visit {
+        id,
+        page,
+        user_agent,
+        created_at: created_at.format(&format).unwrap_or_default(),
+    }
+}
+
+/// The database of the routes: configured or not (`MYSQL_HOST` unset: every call fails with
+/// `not_configured`, and the routes answer 503).
+#[derive(Debug, Clone)]
+pub struct Database {
+    runner: Option<Arc<Runner>>,
+    schema_ready: Arc<AtomicBool>,
+}
+
+impl Database {
+    /// The pool of `config` (no connection is made until a statement needs one).
+    pub fn new(config: &Config) -> Self {
+        let runner = config.mysql().map(|host| {
+            let peer = Peer {
+                host: host.to_owned(),
+                port: config.mysql_port,
+                database: config.mysql_database.clone(),
+                user: config.mysql_user.clone(),
+            };
+            let comments = Comments::new(
+                config.dd_dbm_propagation_mode,
+                Identity {
+                    database: &peer.database,
+                    // With peer-service naming, Datadog's tracers name the database's service
+                    // after the database (dd-trace-py `_database_monitoring.py`).
+                    database_service: &peer.database,
+                    env: &config.dd_env,
+                    host: &peer.host,
+                    service: &config.dd_service,
+                    version: &config.dd_version,
+                },
+            );
+            Arc::new(Runner {
+                pool: Pool::new(pool_opts(config, &peer)),
+                peer,
+                comments,
+                acquire_timeout: config.mysql_timeout,
+                query_timeout: config.mysql_query_timeout,
+                exporting: config.dd_trace_enabled,
+            })
+        });
+        Self {
+            runner,
+            schema_ready: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Whether `MYSQL_HOST` is set.
+    pub fn is_configured(&self) -> bool {
+        self.runner.is_some()
+    }
+
+    fn runner(&self) -> Result<&Runner, QueryError> {
+        self.runner.as_deref().ok_or_else(|| QueryError {
+            kind: QueryError::NOT_CONFIGURED,
+            message: "no database configured (MYSQL_HOST)".to_owned(),
+        })
+    }
+
+    /// Creates the table if it is missing; once done, does nothing. Run at start, and again by the
+    /// first request that finds it not done (the database may have been down at start).
+    pub async fn ensure_schema(&self) -> Result<(), QueryError> {
+        if self.schema_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.runner()?
+            .run(CREATE_VISITS, &[], async |conn, sql| {
+                conn.query_drop(sql).await
+            })
+            .await?;
+        self.schema_ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Records a visit; its id.
+    pub async fn insert_visit(
+        &self,
+        page: Option<&str>,
+        user_agent: Option<&str>,
+    ) -> Result<u64, QueryError> {
+        self.ensure_schema().await?;
+        self.runner()?
+            .run(
+                INSERT_VISIT,
+                &[Param::Text(page), Param::Text(user_agent)],
+                async |conn, sql| {
+                    conn.query_drop(sql).await?;
+                    Ok(conn.last_insert_id().unwrap_or_default())
+                },
+            )
+            .await
+    }
+
+    /// The visit `id`, if it exists.
+    pub async fn visit(&self, id: u64) -> Result<Option<Visit>, QueryError> {
+        self.ensure_schema().await?;
+        let row = self
+            .runner()?
+            .run(SELECT_VISIT, &[Param::Int(id)], async |conn, sql| {
+                conn.query_first::<VisitRow, _>(sql).await
+            })
+            .await?;
+        Ok(row.map(visit))
+    }
+
+    /// The latest visits, newest first.
+    pub async fn latest_visits(&self) -> Result<Vec<Visit>, QueryError> {
+        self.ensure_schema().await?;
+        let rows = self
+            .runner()?
+            .run(LIST_VISITS, &[], async |conn, sql| {
+                conn.query::<VisitRow, _>(sql).await
+            })
+            .await?;
+        Ok(rows.into_iter().map(visit).collect())
+    }
+
+    /// Closes the pool's connections (at shutdown).
+    pub async fn close(&self) {
+        if let Some(runner) = &self.runner {
+            let _ = runner.pool.clone().disconnect().await;
+        }
+    }
+}
+
+/// The pool's options. Connections are not reset when they return to the pool (the driver's default
+/// is a COM_RESET_CONNECTION at every checkout, a round trip per request); nothing here changes a
+/// session's state, so there is nothing to reset. Sessions run in UTC, so that TIMESTAMP columns
+/// read back as UTC.
+fn pool_opts(config: &Config, peer: &Peer) -> Opts {
+    let constraints = PoolConstraints::new(0, config.mysql_pool_size as usize)
+        .expect("MYSQL_POOL_SIZE is at least 1");
+    OptsBuilder::default()
+        .ip_or_hostname(peer.host.clone())
+        .tcp_port(peer.port)
+        .user(Some(peer.user.clone()))
+        .pass(config.mysql_password.clone())
+        .db_name(Some(peer.database.clone()))
+        .init(vec!["SET time_zone = '+00:00'"])
+        .pool_opts(
+            PoolOpts::default()
+                .with_constraints(constraints)
+                .with_reset_connection(false),
+        )
+        .into()
+}

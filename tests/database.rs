@@ -1,0 +1,327 @@
+//! The database path for real: the release binary against a private MariaDB (started with the DBM
+//! server options and set up by the scripts the MySQL container runs) and Datadog's test agent.
+//!
+//! What the issue asks the tests to prove: the query spans' fields as the test agent received them,
+//! the DBM comments as the server recorded them (read back by the Agent's `datadog` user), the 503
+//! path with the server stopped and the recovery without a restart, and values that never reach a
+//! resource. Run by `make test` (`cargo test --release --features conformance --test database`).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::ddapm::DatadogTestAgent;
+use common::mariadb::MariaDb;
+use common::service::{Service, client};
+use serde_json::{Value, json};
+
+const INSERT: &str = "INSERT INTO visits (page, user_agent) VALUES (?, ?)";
+const SELECT: &str = "SELECT id, page, user_agent, created_at FROM visits WHERE id = ?";
+const LIST: &str = "SELECT id, page, user_agent, created_at FROM visits ORDER BY id DESC LIMIT 10";
+
+/// A page name that would end a quoted SQL string and append a statement, were it pasted.
+const HOSTILE_PAGE: &str = "/checkout'; DROP TABLE visits; -- \\' */";
+
+fn start_service(agent: &DatadogTestAgent, db: &MariaDb, mode: &str) -> Service {
+    let mut env = db.service_env();
+    env.push(("DD_DBM_PROPAGATION_MODE", mode.to_owned()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let service = Service::start(&agent.url, &env);
+    // The schema is made at start, in the background: wait for it, so that no request makes it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !service
+        .json_lines()
+        .iter()
+        .any(|line| line["message"] == "database schema ready")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no schema at start: {:?}",
+            service.json_lines()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    service
+}
+
+fn meta<'a>(span: &'a Value, key: &str) -> Option<&'a str> {
+    span["meta"].get(key).and_then(Value::as_str)
+}
+
+fn post_visit(service: &Service, agent_name: &str, body: Value) -> reqwest::blocking::Response {
+    client()
+        .post(format!("{}/api/visits", service.url))
+        .header("user-agent", agent_name)
+        .json(&body)
+        .send()
+        .unwrap()
+}
+
+/// The statements the server recorded whose text contains `needle`, read as the Agent reads its
+/// statement samples: by the `datadog` user, from events_statements_history_long.
+fn recorded_statements(db: &MariaDb, needle: &str) -> Vec<String> {
+    let sql = format!(
+        "SELECT SQL_TEXT FROM performance_schema.events_statements_history_long \
+         WHERE SQL_TEXT LIKE '%{needle}%' ORDER BY EVENT_ID"
+    );
+    db.datadog_query(&sql)
+        .expect("the datadog user reads performance_schema")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn each_statement_is_a_client_span_of_its_request_and_its_comment_names_that_span() {
+    let db = MariaDb::start();
+    let agent = DatadogTestAgent::start();
+    let service = start_service(&agent, &db, "full");
+    let ua = "database-suite";
+
+    let created = post_visit(&service, ua, json!({ "page": HOSTILE_PAGE }));
+    assert_eq!(created.status(), 201);
+    let visit: Value = created.json().unwrap();
+    let id = visit["id"].as_u64().expect("an id");
+    assert_eq!(visit["page"], HOSTILE_PAGE, "the page is stored as sent");
+    assert_eq!(visit["user_agent"], ua);
+    assert!(
+        visit["created_at"].as_str().unwrap().ends_with('Z'),
+        "{visit}"
+    );
+    // The value went in as data: the table is there, and holds it byte for byte.
+    assert_eq!(
+        db.root_query(&format!("SELECT page FROM apm_demo.visits WHERE id = {id}"))
+            .unwrap()
+            .trim_end_matches('\n'),
+        HOSTILE_PAGE
+    );
+
+    let get = |path: &str| service.send("GET", path, &[("user-agent", ua)]);
+    let shown = get(&format!("/api/visits/{id}"));
+    assert_eq!(shown.status(), 200);
+    assert_eq!(shown.json::<Value>().unwrap(), visit);
+    let listed: Value = get("/api/visits").json().unwrap();
+    assert_eq!(listed[0], visit, "the newest first");
+    assert_eq!(get("/api/visits/987654321").status(), 404);
+    assert_eq!(get("/api/visits/not-a-number").status(), 400);
+    let seed = get("/api/apm");
+    assert_eq!(seed.text().unwrap(), "Getting APM Started");
+
+    // 6 requests; statements: INSERT + SELECT, SELECT, LIST, SELECT (404) = 5.
+    let spans = agent.wait_for(12, |s| {
+        s["name"] == "mysql.query" || meta(s, "http.useragent") == Some(ua)
+    });
+    let requests: Vec<&Value> = spans
+        .iter()
+        .filter(|s| s["name"] == "http.server.request")
+        .collect();
+    // The schema made at start is a trace of its own: one query span, at the root.
+    let (schema, queries): (Vec<&Value>, Vec<&Value>) = spans
+        .iter()
+        .filter(|s| s["name"] == "mysql.query")
+        .partition(|s| {
+            s["resource"]
+                .as_str()
+                .unwrap()
+                .starts_with("CREATE TABLE IF NOT EXISTS visits")
+        });
+    assert_eq!(requests.len(), 6, "{spans:#?}");
+    assert_eq!(queries.len(), 5, "{spans:#?}");
+    assert_eq!(schema.len(), 1, "{spans:#?}");
+    assert_eq!(schema[0]["parent_id"], 0);
+    assert_eq!(
+        meta(schema[0], "_dd.p.dm"),
+        Some("-0"),
+        "the first span of its trace chunk"
+    );
+
+    let children = |resource: &str| -> Vec<String> {
+        let request = requests
+            .iter()
+            .find(|r| r["resource"] == resource)
+            .unwrap_or_else(|| panic!("no request span {resource}"));
+        queries
+            .iter()
+            .filter(|q| q["parent_id"] == request["span_id"])
+            .inspect(|q| assert_eq!(q["trace_id"], request["trace_id"]))
+            .map(|q| q["resource"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(children("POST /api/visits"), [INSERT, SELECT]);
+    assert_eq!(children("GET /api/visits"), [LIST]);
+    assert_eq!(children("GET /api/apm"), Vec::<String>::new());
+    let by_id: Vec<&&Value> = requests
+        .iter()
+        .filter(|r| r["resource"] == "GET /api/visits/{id}")
+        .collect();
+    assert_eq!(by_id.len(), 3, "one resource for every id");
+
+    for query in &queries {
+        let case = query["resource"].as_str().unwrap();
+        assert_eq!(query["service"], "apm-demo-conformance", "{case}");
+        assert_eq!(query["type"], "sql", "{case}");
+        assert_eq!(query["error"], 0, "{case}");
+        for (key, value) in [
+            ("span.kind", "client"),
+            ("component", "mysql_async"),
+            ("db.system", "mysql"),
+            ("db.instance", "apm_demo"),
+            ("db.name", "apm_demo"),
+            ("db.user", "apm_demo"),
+            ("out.host", "127.0.0.1"),
+            ("server.address", "127.0.0.1"),
+            ("_dd.dbm_trace_injected", "true"),
+            ("env", "ci"),
+            ("version", "9.9.9"),
+        ] {
+            assert_eq!(meta(query, key), Some(value), "{case}: {key}");
+        }
+        // A string in meta, as dd-trace-py's PyMySQL integration sends it.
+        assert_eq!(
+            meta(query, "network.destination.port"),
+            Some(db.port.to_string().as_str()),
+            "{case}"
+        );
+        assert!(
+            [INSERT, SELECT, LIST].contains(&case),
+            "a resource is a statement with placeholders: {case}"
+        );
+    }
+
+    // The INSERT reached the server with its comment first, naming its own span.
+    let insert_span = queries.iter().find(|q| q["resource"] == INSERT).unwrap();
+    let recorded = recorded_statements(&db, "INSERT INTO visits");
+    assert_eq!(recorded.len(), 1, "{recorded:#?}");
+    let statement = &recorded[0];
+    let root = requests
+        .iter()
+        .find(|r| r["resource"] == "POST /api/visits")
+        .unwrap();
+    let traceparent = format!(
+        "traceparent='00-{}{:016x}-{:016x}-01'",
+        meta(root, "_dd.p.tid").expect("the high 64 bits of the trace id"),
+        insert_span["trace_id"].as_u64().unwrap(),
+        insert_span["span_id"].as_u64().unwrap(),
+    );
+    let comment = format!(
+        "/*dddb='apm_demo',dddbs='apm_demo',dde='ci',ddh='127.0.0.1',ddps='apm-demo-conformance',\
+         ddpv='9.9.9',{traceparent}*/ INSERT INTO visits (page, user_agent) VALUES (_utf8mb4 X'"
+    );
+    assert!(statement.starts_with(&comment), "{statement}\n{comment}");
+    assert!(
+        !statement.contains("checkout"),
+        "values travel hex-encoded: {statement}"
+    );
+
+    let (status, body) = agent.check_failures();
+    assert_eq!(status, 200, "the test agent's checks failed: {body}");
+}
+
+#[test]
+fn a_database_that_goes_away_costs_a_503_at_once_and_comes_back_without_a_restart() {
+    let mut db = MariaDb::start();
+    let agent = DatadogTestAgent::start();
+    let service = start_service(&agent, &db, "service");
+    let ua = "database-outage";
+    assert_eq!(post_visit(&service, ua, json!({})).status(), 201);
+
+    db.stop();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let response = post_visit(&service, ua, json!({ "page": "/down" }));
+        let elapsed = started.elapsed();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["retry-after"], "1");
+        assert_eq!(
+            response.json::<Value>().unwrap()["error_type"],
+            "database_unavailable"
+        );
+        assert!(
+            elapsed < Duration::from_secs(2),
+            "answered after {elapsed:?}"
+        );
+        let seed = service.send("GET", "/", &[("user-agent", ua)]);
+        assert_eq!(
+            seed.status(),
+            200,
+            "the seed's routes never wait on the database"
+        );
+    }
+
+    db.resume();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut failed_after_resume = 0;
+    loop {
+        let status = post_visit(&service, ua, json!({ "page": "/back" })).status();
+        if status == 201 {
+            break;
+        }
+        failed_after_resume += 1;
+        assert!(
+            Instant::now() < deadline,
+            "still {status} 10 s after the database came back"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("503s after the database came back, before the first 201: {failed_after_resume}");
+
+    let spans = agent.wait_for(8 + failed_after_resume, |s| {
+        meta(s, "http.useragent") == Some(ua) && s["resource"] == "POST /api/visits"
+    });
+    let failed: Vec<&Value> = spans.iter().filter(|s| s["error"] == 1).collect();
+    assert!(failed.len() >= 3, "{spans:#?}");
+    let all = agent.spans();
+    for request in failed {
+        assert_eq!(meta(request, "http.status_code"), Some("503"));
+        assert_eq!(meta(request, "error.type"), Some("database_unavailable"));
+        let child = all
+            .iter()
+            .find(|q| q["parent_id"] == request["span_id"] && q["name"] == "mysql.query")
+            .expect("the failed statement has its span");
+        assert_eq!(child["error"], 1);
+        assert_eq!(meta(child, "error.type"), Some("database_unavailable"));
+        let message = meta(child, "error.message").unwrap();
+        assert!(message.starts_with("MySQL connection failed"), "{message}");
+        assert_eq!(meta(child, "error.message"), meta(request, "error.message"));
+    }
+
+    // `service` mode: the comment names the service and no trace.
+    let recorded = recorded_statements(&db, "INSERT INTO visits");
+    let statement = recorded.last().expect("the INSERT after the restart");
+    assert!(
+        statement.starts_with(
+            "/*dddb='apm_demo',dddbs='apm_demo',dde='ci',ddh='127.0.0.1',\
+             ddps='apm-demo-conformance',ddpv='9.9.9'*/ INSERT INTO visits"
+        ),
+        "{statement}"
+    );
+    let insert_spans: Vec<Value> = agent
+        .spans()
+        .into_iter()
+        .filter(|s| s["resource"] == INSERT && s["error"] == 0)
+        .collect();
+    assert!(!insert_spans.is_empty());
+    assert!(
+        insert_spans
+            .iter()
+            .all(|s| meta(s, "_dd.dbm_trace_injected").is_none())
+    );
+}
+
+#[test]
+fn with_dbm_disabled_statements_reach_the_server_as_written() {
+    let db = MariaDb::start();
+    let agent = DatadogTestAgent::start();
+    let service = start_service(&agent, &db, "disabled");
+    assert_eq!(
+        post_visit(&service, "database-plain", json!({})).status(),
+        201
+    );
+    let recorded = recorded_statements(&db, "INSERT INTO visits");
+    assert_eq!(
+        recorded,
+        [
+            "INSERT INTO visits (page, user_agent) VALUES (NULL, _utf8mb4 X'64617461626173652D706C61696E')"
+        ]
+    );
+}
