@@ -41,7 +41,7 @@ def table(section):
     """{resource: [hits, errors, 4xx, span p50, span p99, client p50, client p99]} of a printed summary."""
     rows = {}
     for line in section.splitlines():
-        match = re.match(r"(GET \S+)\s+(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", line)
+        match = re.match(r"((?:GET|POST|PUT|DELETE|PATCH) \S+)\s+(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", line)
         if match:
             rows[match.group(1)] = [float(v) for v in match.groups()[1:]]
     return rows

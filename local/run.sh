@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # `make local`: the whole demo on one machine, with neither Docker nor a Datadog account.
 #
-# MariaDB with the Agent's setup SQL, Datadog's test agent standing in for the Datadog Agent, the
-# release service, and the load generator for DURATION (default 30s); then what a Datadog APM service
-# page would show, per resource, from the spans the test agent received. Everything it starts is
+# MariaDB set up as the compose MySQL is (the Agent's user with Database Monitoring, the service's
+# database and user), Datadog's test agent standing in for the Datadog Agent, the release service on
+# that database, and the load generator for DURATION (default 30s, loadgen's default mix: the seed's
+# routes and the database routes); then what a Datadog APM service page would show, per resource,
+# from the spans the test agent received, and a statement DBM would sample, linked to its trace. Everything it starts is
 # stopped on exit, Ctrl-C included; KEEP=1 leaves the test agent up until Ctrl-C. What the run leaves
 # behind goes to OUT (default local/last-run): the logs, loadgen's summary, the traces (traces.json)
 # and a page drawing each trace as a waterfall of its spans (traces.html). PORT=0 serves on a free
@@ -75,17 +77,22 @@ done
 command -v mariadbd >/dev/null || [[ -x /usr/sbin/mariadbd ]] || fail "mariadbd is missing: \`make mariadb\` installs it"
 PATH=$PATH:/usr/sbin
 mkdir -p "$OUT"
-rm -f "$OUT"/{mariadb.log,test-agent.log,app.log,loadgen.json,traces.json,traces.html,summary.json}
+rm -f "$OUT"/{mariadb.log,test-agent.log,app.log,loadgen.json,traces.json,traces.html,summary.json,dbm-statements.txt}
 
-# MariaDB and the test agent start side by side; MariaDB's first start takes a few seconds, and only
-# its own step (after the load) waits for it.
+# MariaDB and the test agent start side by side. MariaDB runs with the server options Database
+# Monitoring needs (agent-config/mysql-conf/datadog-dbm.cnf, as compose mounts it) and is set up by
+# the scripts the MySQL container runs at its first start (agent-config/mysql/*.sh).
 mysql_port=$(free_port)
 mysql_socket=$work/mysqld.sock
+{
+    cat agent-config/mysql-conf/datadog-dbm.cnf
+    printf '\n[mysqld]\ndatadir = %s\nuser = root\nsocket = %s\nport = %s\nbind-address = 127.0.0.1\npid-file = %s\n' \
+        "$work/mysql" "$mysql_socket" "$mysql_port" "$work/mysqld.pid"
+} >"$work/my.cnf"
 (
     mariadb-install-db --datadir="$work/mysql" --user=root --auth-root-authentication-method=socket \
         --skip-test-db
-    exec mariadbd --no-defaults --datadir="$work/mysql" --user=root --socket="$mysql_socket" \
-        --port="$mysql_port" --bind-address=127.0.0.1 --performance-schema=ON --pid-file="$work/mysqld.pid"
+    exec mariadbd --defaults-file="$work/my.cnf"
 ) >"$OUT/mariadb.log" 2>&1 &
 mysql_pid=$!
 pids+=("$mysql_pid")
@@ -101,7 +108,18 @@ step "Datadog's test agent (ddapm-test-agent) in place of the Datadog Agent"
 wait_for 60 "the test agent" "$agent_pid" "$OUT/test-agent.log" curl -fsS "http://127.0.0.1:$agent_port/test/traces"
 echo "listening on http://127.0.0.1:$agent_port"
 
-step "the service ($BIN_DIR/apm-demo), traces to the test agent"
+step "MariaDB, set up as the MySQL container's first start sets it up (agent-config/mysql/*.sh)"
+wait_for 60 MariaDB "$mysql_pid" "$OUT/mariadb.log" mariadb --no-defaults --socket="$mysql_socket" -uroot -e 'SELECT 1'
+MYSQL_DATADOG_PASSWORD=$(python3 -c 'import secrets; print(secrets.token_urlsafe(16))')
+MYSQL_APP_PASSWORD=$(python3 -c 'import secrets; print(secrets.token_urlsafe(16))')
+export MYSQL_DATADOG_PASSWORD MYSQL_APP_PASSWORD
+# In the order the MySQL image runs them: sorted (datadog-user.sh puts a procedure in apm_demo).
+for script in agent-config/mysql/apm-demo-user.sh agent-config/mysql/datadog-user.sh; do
+    MYSQL="mariadb --no-defaults --socket=$mysql_socket -uroot --comments" sh "$script"
+done
+echo "listening on 127.0.0.1:$mysql_port: the Agent's user \`datadog\` (with DBM's schema and procedures), the service's database and user \`apm_demo\`"
+
+step "the service ($BIN_DIR/apm-demo), traces to the test agent, its database on MariaDB (DBM comments: full)"
 flags_file=$PWD/$FLAGS
 if [[ -n $FAULT ]]; then
     flags_file=$work/flags.json
@@ -109,6 +127,7 @@ if [[ -n $FAULT ]]; then
 fi
 echo "fault flags: $flags_file (all off$([[ -n $FAULT ]] && echo "; FAULT=$FAULT switches $FAULT on during the load"))"
 FLAGD_OFFLINE_FLAG_SOURCE_PATH=$flags_file FLAGD_OFFLINE_POLL_MS=100 HOST=127.0.0.1 PORT=$PORT DD_SERVICE=$SERVICE DD_ENV=local DD_TRACE_AGENT_URL="http://127.0.0.1:$agent_port" \
+    MYSQL_HOST=127.0.0.1 MYSQL_PORT=$mysql_port MYSQL_PASSWORD=$MYSQL_APP_PASSWORD DD_DBM_PROPAGATION_MODE=full \
     LOG_FORMAT=json "$BIN_DIR/apm-demo" >"$OUT/app.log" 2>&1 &
 app=$!
 pids+=("$app")
@@ -148,14 +167,17 @@ if [[ -n $FAULT ]]; then
     echo "the service's resident memory: $((rss_before / 1024)) MiB when $FAULT went on, $((rss_after / 1024)) MiB at the end of the load"
 fi
 
-step "MariaDB (started with the test agent) and the Datadog Agent's setup SQL (agent-config/mysql/datadog-user.sh)"
-wait_for 60 MariaDB "$mysql_pid" "$OUT/mariadb.log" mariadb --no-defaults --socket="$mysql_socket" -uroot -e 'SELECT 1'
-MYSQL_DATADOG_PASSWORD=$(python3 -c 'import secrets; print(secrets.token_urlsafe(16))')
-export MYSQL_DATADOG_PASSWORD
-MYSQL="mariadb --no-defaults --socket=$mysql_socket -uroot" sh agent-config/mysql/datadog-user.sh
-queries=$(mariadb --no-defaults -h127.0.0.1 -P"$mysql_port" -udatadog -p"$MYSQL_DATADOG_PASSWORD" -N \
-    -e "SHOW GLOBAL STATUS LIKE 'Queries'" | cut -f2)
-echo "the datadog user reads the server's status (mysql.performance.queries source): Queries=$queries"
+step "what the Datadog Agent's MySQL check and Database Monitoring read, as its \`datadog\` user"
+datadog_sql() {
+    mariadb --no-defaults -h127.0.0.1 -P"$mysql_port" -udatadog -p"$MYSQL_DATADOG_PASSWORD" --batch -N --raw -e "$1"
+}
+queries=$(datadog_sql "SHOW GLOBAL STATUS LIKE 'Queries'" | cut -f2)
+echo "the server's status (mysql.performance.queries source): Queries=$queries"
+# The statement samples DBM collects (the Agent reads events_statements_history_long): the app's,
+# each with its comment, kept for the summary to match against the traces.
+datadog_sql "SELECT SQL_TEXT FROM performance_schema.events_statements_history_long
+             WHERE SQL_TEXT LIKE '/*dddb=%' ORDER BY EVENT_ID DESC LIMIT 200" >"$OUT/dbm-statements.txt"
+echo "statement samples with the service's DBM comment: $(wc -l <"$OUT/dbm-statements.txt") (of the last ones the server keeps)"
 
 step "stopping the service (SIGTERM flushes its spans)"
 kill -TERM "$app"
@@ -165,6 +187,7 @@ grep '"stopped"' "$OUT/app.log" || true
 step "what Datadog's APM service page would show for $SERVICE"
 python3 local/summary.py --agent "http://127.0.0.1:$agent_port" --service "$SERVICE" \
     --loadgen "$OUT/loadgen.json" --out-dir "$OUT" --json-out "${SUMMARY_JSON:-$OUT/summary.json}" \
+    --dbm-statements "$OUT/dbm-statements.txt" \
     ${fault_args[@]+"${fault_args[@]}"}
 echo "logs, loadgen's summary and the traces are kept in $OUT/"
 

@@ -36,10 +36,11 @@ def percentile(values, q):
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
-def summarise(spans, service):
+def summarise(spans, service, operation=None):
+    """Per resource of `operation`'s spans (the request spans by default): hits, errors, 4xx, latency."""
     resources = {}
     for span in spans:
-        if span.get("service") != service or span.get("name") != SERVER_SPAN:
+        if span.get("service") != service or span.get("name") != (operation or SERVER_SPAN):
             continue
         row = resources.setdefault(span["resource"], {"hits": 0, "errors": 0, "client_errors": 0, "durations_ms": []})
         row["hits"] += 1
@@ -196,14 +197,27 @@ def fault_report(spans, service, fault, fault_start, monitors):
                    "monitors": states}
 
 
+def resource_of(method, path, resources):
+    """The resource a loadgen entry's requests became: the route template its path matches (a numbered
+    entry, `/api/visits/{1..50}`, matches `/api/visits/{id}`), else `<METHOD> 404` for one that got
+    only 404s, else `<METHOD> <path>`."""
+    sample = re.sub(r"\{(\d+)\.\.\d+\}", r"\1", path)
+    for resource in resources:
+        verb, _, template = resource.partition(" ")
+        pattern = "^" + re.sub(r"\\\{[^/]*?\\\}", "[^/]+", re.escape(template)) + "$"
+        if verb == method and re.match(pattern, sample):
+            return resource
+    return f"{method} {path}"
+
+
 def client_latency(load, resources):
-    """loadgen's per-path latency under the resource each path became: `GET <path>`, or `GET 404` for a
-    path that only got 404s."""
+    """loadgen's per-entry latency under the resource each entry became."""
     by_resource = {}
     for path in load.get("paths", []):
-        resource = f"GET {path['path']}"
+        method = path.get("method") or "GET"
+        resource = resource_of(method, path["path"], resources)
         if resource not in resources and set(path.get("status_codes", {})) == {"404"}:
-            resource = "GET 404"
+            resource = f"{method} 404"
         by_resource[resource] = path["latency_ms"]
     return by_resource
 
@@ -354,6 +368,34 @@ first. All of them, as the agent returned them: traces.json.</p>
 """
 
 
+QUERY_SPAN = "mysql.query"
+TRACEPARENT = re.compile(r"traceparent='00-(?P<trace>[0-9a-f]{32})-(?P<span>[0-9a-f]{16})-(?P<flags>[0-9a-f]{2})'")
+
+
+def dbm_link(statements, spans):
+    """The first statement sample (as the server recorded it) whose DBM comment names a query span the
+    test agent received: the statement, and that span with its request span. A trace id is 128 bits in
+    the comment; the agent has its low 64 in `trace_id` and the high 64 in the root's `_dd.p.tid`
+    (none: zero)."""
+    by_ids = {(s.get("trace_id"), s.get("span_id")): s for s in spans}
+    high_of = {s.get("trace_id"): s.get("meta", {}).get("_dd.p.tid") for s in spans if s.get("meta", {}).get("_dd.p.tid")}
+    for statement in statements:
+        found = TRACEPARENT.search(statement)
+        if not found:
+            continue
+        trace = int(found["trace"], 16)
+        low, high = trace & (2**64 - 1), f"{trace >> 64:016x}"
+        span = by_ids.get((low, int(found["span"], 16)))
+        # A trace a caller began with a 64-bit id (loadgen's x-datadog-trace-id) has no `_dd.p.tid`.
+        if span is None or span.get("name") != QUERY_SPAN or high_of.get(low, "0" * 16) != high:
+            continue
+        parent = by_ids.get((low, span.get("parent_id")))
+        if parent is None:
+            continue  # a statement of no request (the schema at start): show one a request made
+        return {"statement": statement, "trace_id": found["trace"], "query_span": span, "request_span": parent}
+    return None
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agent", required=True, help="test agent base URL")
@@ -363,6 +405,7 @@ def main():
     parser.add_argument("--out-dir", help="keep traces.json and traces.html here")
     parser.add_argument("--fault", help="the fault flag switched on during the run (make local FAULT=...)")
     parser.add_argument("--fault-start", type=int, help="when it was switched on, in ns since the epoch")
+    parser.add_argument("--dbm-statements", help="statement samples read from performance_schema, one per line")
     args = parser.parse_args()
 
     with urllib.request.urlopen(f"{args.agent}/test/traces") as response:
@@ -382,6 +425,27 @@ def main():
     print(f"\ntrace checks of the test agent: {checks}")
 
     summary = {"service": args.service, "resources": resources, "trace_checks": checks}
+    queries = summarise(spans, args.service, QUERY_SPAN)
+    if queries:
+        summary["queries"] = queries
+        print(f"\nthe database: {QUERY_SPAN} spans (children of the request spans), per statement")
+        for statement, row in queries.items():
+            print(f"  {row['hits']:>6} hits {row['errors']:>4} errors  p50 {row['p50_ms']:>7.3f} ms  "
+                  f"p99 {row['p99_ms']:>7.3f} ms  {statement}")
+    if args.dbm_statements:
+        with open(args.dbm_statements) as f:
+            statements = [line.rstrip("\n") for line in f if line.strip()]
+        link = dbm_link(statements, spans)
+        summary["dbm"] = {"statements": len(statements), "linked": link}
+        if link:
+            request = link["request_span"]
+            print(f"\nDatabase Monitoring: of {len(statements)} statement samples with the service's comment, "
+                  f"this one names trace {link['trace_id']}, which the test agent received:")
+            print(f"  {link['statement'][:300]}")
+            print(f"  its span: {QUERY_SPAN} \"{link['query_span']['resource']}\", "
+                  f"child of the request span {request['resource']} (span_id {request['span_id']})")
+        else:
+            print(f"\nDatabase Monitoring: none of {len(statements)} statement samples names a trace the test agent received")
     if args.fault and args.fault_start:
         # The monitors of the env the service ran in (DD_ENV, on every span).
         envs = [s["meta"]["env"] for s in spans if s.get("service") == args.service and s.get("meta", {}).get("env")]

@@ -89,7 +89,31 @@ def test_the_two_latencies_are_labelled(local_run):
     assert "span ms" in out and "client ms" in out
     assert summary.SPAN_LABEL in out and summary.CLIENT_LABEL in out
     client = json.loads((out_dir / "summary.json").read_text())["loadgen"]["latency_ms_by_resource"]
-    assert set(client) == {"GET /", "GET /api/apm", "GET /api/trace", "GET 404"}, "each path under its resource"
+    assert set(client) == {"GET /", "GET /api/apm", "GET /api/trace", "GET 404", "POST /api/visits",
+                           "GET /api/visits/{id}", "GET /api/visits"}, "each entry under its resource"
+
+
+def test_the_database_routes_ran_on_mariadb_and_dbm_links_a_statement_to_its_trace(local_run):
+    out, _, out_dir = local_run
+    summary_json = json.loads((out_dir / "summary.json").read_text())
+    resources = summary_json["resources"]
+    for resource in ("POST /api/visits", "GET /api/visits/{id}", "GET /api/visits"):
+        assert resources[resource]["hits"] > 0 and resources[resource]["errors"] == 0, resource
+    queries = summary_json["queries"]
+    posts = resources["POST /api/visits"]["hits"]
+    assert queries["INSERT INTO visits (page, user_agent) VALUES (?, ?)"]["hits"] == posts
+    by_id = "SELECT id, page, user_agent, created_at FROM visits WHERE id = ?"
+    # Each POST reads back its row; each GET by id reads one.
+    assert queries[by_id]["hits"] == posts + resources["GET /api/visits/{id}"]["hits"]
+    assert all(row["errors"] == 0 for row in queries.values())
+    assert "the database: mysql.query spans" in out
+    link = summary_json["dbm"]["linked"]
+    assert link, "a statement sample names a trace the test agent received"
+    assert link["statement"].startswith("/*dddb='apm_demo',dddbs='apm_demo',dde='local',")
+    assert f"traceparent='00-{link['trace_id']}-{link['query_span']['span_id']:016x}-01'" in link["statement"]
+    assert link["query_span"]["parent_id"] == link["request_span"]["span_id"]
+    assert link["request_span"]["name"] == "http.server.request"
+    assert "Database Monitoring: of" in out
 
 
 def test_the_docs_example_is_what_a_run_prints(local_run):
@@ -102,7 +126,10 @@ def test_the_docs_example_is_what_a_run_prints(local_run):
     assert set(run_rows) == set(doc_rows), refresh
     for resource, row in run_rows.items():
         documented = doc_rows[resource]
-        assert row[:3] == documented[:3], f"{resource} hits/errors/4xx: {row[:3]} vs {documented[:3]}; {refresh}"
+        assert row[:2] == documented[:2], f"{resource} hits/errors: {row[:2]} vs {documented[:2]}; {refresh}"
+        # A GET by id finds its visit only if the POST that made it answered first: with 8 connections
+        # that race moves a few 404s from run to run.
+        assert abs(row[2] - documented[2]) <= 3, f"{resource} 4xx: {row[2]} vs {documented[2]}; {refresh}"
         for column, name in ((3, "span p50"), (5, "client p50")):
             ratio = row[column] / documented[column]
             assert 1 / 3 <= ratio <= 3, f"{resource} {name}: {row[column]} vs {documented[column]} ms; {refresh}"
