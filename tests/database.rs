@@ -23,11 +23,16 @@ const LIST: &str = "SELECT id, page, user_agent, created_at FROM visits ORDER BY
 const HOSTILE_PAGE: &str = "/checkout'; DROP TABLE visits; -- \\' */";
 
 fn start_service(agent: &DatadogTestAgent, db: &MariaDb, mode: &str) -> Service {
+    start_service_with(agent, db, &[("DD_DBM_PROPAGATION_MODE", mode)])
+}
+
+/// The service on `db`, once it has made its schema (in the background, at start: waited for, so
+/// that no request of the test makes it).
+fn start_service_with(agent: &DatadogTestAgent, db: &MariaDb, extra: &[(&str, &str)]) -> Service {
     let mut env = db.service_env();
-    env.push(("DD_DBM_PROPAGATION_MODE", mode.to_owned()));
+    env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let service = Service::start(&agent.url, &env);
-    // The schema is made at start, in the background: wait for it, so that no request makes it.
     let deadline = Instant::now() + Duration::from_secs(20);
     while !service
         .json_lines()
@@ -324,4 +329,139 @@ fn with_dbm_disabled_statements_reach_the_server_as_written() {
             "INSERT INTO visits (page, user_agent) VALUES (NULL, _utf8mb4 X'64617461626173652D706C61696E')"
         ]
     );
+}
+
+/// A flag file with the database faults on: every GET by id fails, every GET of the list is 200 ms
+/// slower at the server, every POST keeps its connections 2 s.
+const DATABASE_FAULTS: &str = r#"{"flags": {
+  "dbQueryFailure": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off",
+    "targeting": {"if": [{"==": [{"var": "route"}, "/api/visits/{id}"]}, "on", "off"]}},
+  "dbSlowQueryMs": {"state": "ENABLED", "variants": {"on": 200, "off": 0}, "defaultVariant": "off",
+    "targeting": {"if": [{"and": [{"==": [{"var": "route"}, "/api/visits"]}, {"==": [{"var": "method"}, "GET"]}]}, "on", "off"]}},
+  "dbPoolExhaustionMs": {"state": "ENABLED", "variants": {"on": 2000, "off": 0}, "defaultVariant": "off",
+    "targeting": {"if": [{"and": [{"==": [{"var": "route"}, "/api/visits"]}, {"==": [{"var": "method"}, "POST"]}]}, "on", "off"]}}
+}}"#;
+
+#[test]
+fn database_faults_fail_a_statement_slow_one_at_the_server_and_run_the_pool_dry() {
+    let db = MariaDb::start();
+    let agent = DatadogTestAgent::start();
+    let dir = std::env::temp_dir().join(format!("apm-demo-db-faults-{}", db.port));
+    std::fs::create_dir_all(&dir).unwrap();
+    let flags = dir.join("flags.json");
+    std::fs::write(&flags, DATABASE_FAULTS).unwrap();
+    let flags = flags.display().to_string();
+    let service = start_service_with(
+        &agent,
+        &db,
+        &[
+            ("DD_DBM_PROPAGATION_MODE", "full"),
+            ("FLAGD_OFFLINE_FLAG_SOURCE_PATH", &flags),
+            ("MYSQL_POOL_SIZE", "4"),
+            ("MYSQL_TIMEOUT", "300ms"),
+        ],
+    );
+    let ua = "database-faults";
+
+    // dbQueryFailure: the statement fails, the route answers 503, both spans name the flag.
+    let failed = service.send("GET", "/api/visits/1", &[("user-agent", ua)]);
+    assert_eq!(failed.status(), 503);
+    assert_eq!(
+        failed.json::<Value>().unwrap()["error_type"],
+        "fault_injected"
+    );
+
+    // dbSlowQueryMs: the list takes 200 ms longer, at the server.
+    let started = Instant::now();
+    let listed = service.send("GET", "/api/visits", &[("user-agent", ua)]);
+    assert_eq!(listed.status(), 200);
+    assert!(started.elapsed() >= Duration::from_millis(200));
+
+    // dbPoolExhaustionMs: two POSTs (an INSERT and its read-back each) take the 4 connections for
+    // 2 s; the third waits MYSQL_TIMEOUT.
+    for _ in 0..2 {
+        assert_eq!(post_visit(&service, ua, json!({})).status(), 201);
+    }
+    let started = Instant::now();
+    let starved = post_visit(&service, ua, json!({}));
+    let waited = started.elapsed();
+    assert_eq!(starved.status(), 503);
+    let body: Value = starved.json().unwrap();
+    assert_eq!(body["error_type"], "database_unavailable");
+    assert_eq!(
+        body["error"],
+        "no MySQL connection within 300ms (MYSQL_TIMEOUT)"
+    );
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_millis(1500),
+        "{waited:?}"
+    );
+    assert_eq!(
+        service.send("GET", "/api/apm", &[]).status(),
+        200,
+        "the seed's routes never wait"
+    );
+    std::thread::sleep(Duration::from_millis(2200));
+    assert_eq!(
+        post_visit(&service, ua, json!({})).status(),
+        201,
+        "the held connections came back"
+    );
+
+    let spans = agent.wait_for(6, |s| meta(s, "http.useragent") == Some(ua));
+    let all = agent.spans();
+    let children = |request: &Value| -> Vec<Value> {
+        all.iter()
+            .filter(|q| q["parent_id"] == request["span_id"] && q["name"] == "mysql.query")
+            .cloned()
+            .collect()
+    };
+    let by_id = spans
+        .iter()
+        .find(|s| s["resource"] == "GET /api/visits/{id}")
+        .unwrap();
+    assert_eq!(meta(by_id, "error.type"), Some("fault_injected"));
+    assert_eq!(meta(by_id, "fault.injected"), Some("dbQueryFailure"));
+    let statement = &children(by_id)[0];
+    assert_eq!(statement["error"], 1);
+    assert_eq!(meta(statement, "fault.injected"), Some("dbQueryFailure"));
+    assert_eq!(
+        meta(statement, "error.message"),
+        Some("fault injected by flag dbQueryFailure: the statement failed")
+    );
+
+    let list = spans
+        .iter()
+        .find(|s| s["resource"] == "GET /api/visits")
+        .unwrap();
+    assert_eq!(meta(list, "fault.injected"), Some("dbSlowQueryMs"));
+    let slow = &children(list)[0];
+    assert_eq!(slow["resource"], LIST);
+    assert!(slow["duration"].as_i64().unwrap() >= 200_000_000, "{slow}");
+    // The server slept under the statement's own comment: DBM sees the slow statement of this trace.
+    let sleeps = recorded_statements(&db, "DO SLEEP(0.200)");
+    assert_eq!(sleeps.len(), 1, "{sleeps:?}");
+    assert!(
+        sleeps[0].contains(&format!(
+            "-{:016x}-01'*/ DO SLEEP(0.200)",
+            slow["span_id"].as_u64().unwrap()
+        )),
+        "{}",
+        sleeps[0]
+    );
+
+    let starved_span = spans
+        .iter()
+        .filter(|s| s["resource"] == "POST /api/visits" && s["error"] == 1)
+        .collect::<Vec<_>>();
+    assert_eq!(starved_span.len(), 1, "{spans:#?}");
+    assert_eq!(
+        meta(starved_span[0], "error.type"),
+        Some("database_unavailable")
+    );
+    assert_eq!(
+        meta(starved_span[0], "fault.injected"),
+        Some("dbPoolExhaustionMs")
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }

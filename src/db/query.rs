@@ -13,6 +13,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use mysql_async::prelude::Queryable as _;
 use mysql_async::{Conn, Pool};
 use opentelemetry::trace::TraceContextExt as _;
 use tracing::Span;
@@ -20,6 +21,7 @@ use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::comment::{Comments, PropagationMode, SpanIds};
+use crate::faults::database;
 
 /// Target of the query spans; the OpenTelemetry layer exports spans of this target too.
 pub const SPAN_TARGET: &str = "apm_demo::db";
@@ -168,6 +170,18 @@ impl Runner {
         if ids.is_some() {
             span.record("_dd.dbm_trace_injected", "true");
         }
+        let fault = database::current().unwrap_or_default();
+        if !fault.is_empty() {
+            span.record("fault.injected", fault.flags().as_str());
+        }
+        if let Some(flag) = &fault.fail {
+            let error = QueryError {
+                kind: crate::faults::ERROR_TYPE,
+                message: format!("fault injected by flag {flag}: the statement failed"),
+            };
+            record_error(&span, &error);
+            return Err(error);
+        }
         let sql = self.comments.apply(&inline(statement, params), ids);
         let result = async {
             let mut conn =
@@ -181,7 +195,24 @@ impl Runner {
                         )));
                     }
                 };
-            match tokio::time::timeout(self.query_timeout, run(&mut conn, sql)).await {
+            let executed = tokio::time::timeout(self.query_timeout, async {
+                if let Some((delay, _)) = &fault.slow {
+                    // The statement made slow where it runs: the server sleeps first, under the
+                    // statement's comment, so DBM sees a slow statement of this trace too.
+                    let sleep = format!("DO SLEEP({:.3})", delay.as_secs_f64());
+                    conn.query_drop(self.comments.apply(&sleep, ids)).await?;
+                }
+                run(&mut conn, sql).await
+            })
+            .await;
+            if let Some((hold, _)) = fault.hold {
+                // The connection stays taken after the statement, as a leak would keep it.
+                tokio::spawn(async move {
+                    tokio::time::sleep(hold).await;
+                    drop(conn);
+                });
+            }
+            match executed {
                 Ok(result) => result.map_err(|error| QueryError::from_client(&error)),
                 Err(_) => Err(QueryError {
                     kind: "query_timeout",
@@ -218,6 +249,7 @@ impl Runner {
             network.destination.port = i64::from(self.peer.port),
             error.type = Empty,
             error.message = Empty,
+            fault.injected = Empty,
             _dd.dbm_trace_injected = Empty,
         )
     }

@@ -9,6 +9,7 @@
 //!
 //! With every flag off, a request costs one atomic load here: no lock, no allocation.
 
+pub mod database;
 pub mod flags;
 pub mod source;
 
@@ -117,6 +118,8 @@ struct Plan {
     failure: bool,
     flags: Vec<String>,
     error_flag: Option<String>,
+    /// What the database routes' statements do ([`database`]).
+    database: database::DbFaults,
 }
 
 impl<S> Service<Request> for Faults<S>
@@ -186,7 +189,11 @@ where
                     format!("fault injected by flag {flag}: answered 500 instead of the handler"),
                 ));
             }
-            let mut response = inner.call(request).await?;
+            let mut response = if plan.database.is_empty() {
+                inner.call(request).await?
+            } else {
+                database::scope(plan.database, inner.call(request)).await?
+            };
             response
                 .extensions_mut()
                 .insert(Injected { flags, error: None });
@@ -223,6 +230,27 @@ fn plan(snapshot: &source::Snapshot, context: &flags::Context<'_>) -> Plan {
             Kind::MemoryLeak => match value.as_f64() {
                 Some(kb) if kb > 0.0 => {
                     plan.leak_bytes += (kb.min(1_048_576.0) * 1024.0) as usize;
+                    true
+                }
+                _ => false,
+            },
+            Kind::QueryFailure => {
+                let on = value.as_bool() == Some(true);
+                if on {
+                    plan.database.fail = Some(flag.key.clone());
+                }
+                on
+            }
+            Kind::SlowQuery | Kind::PoolHold => match value.as_f64() {
+                Some(ms) if ms > 0.0 => {
+                    let fault = Some((
+                        Duration::from_secs_f64(ms.min(3_600_000.0) / 1000.0),
+                        flag.key.clone(),
+                    ));
+                    match kind {
+                        Kind::SlowQuery => plan.database.slow = fault,
+                        _ => plan.database.hold = fault,
+                    }
                     true
                 }
                 _ => false,
@@ -294,31 +322,83 @@ mod tests {
 
     #[test]
     fn each_flag_of_the_local_file_acts_when_switched_on_on_its_route_only() {
-        for (key, routes) in [
-            ("routeLatencyMs", &["/api/apm"][..]),
-            ("routeLatencyTailMs", &["/api/trace"]),
-            ("routeFailure", &["/api/trace"]),
-            ("routePanic", &["/"]),
-            ("memoryLeakKb", &["/", "/api/apm", "/api/trace", ""]),
+        const EVERY_ROUTE: &[&str] = &[
+            "/",
+            "/api/apm",
+            "/api/trace",
+            "/api/visits",
+            "/api/visits/{id}",
+            "",
+        ];
+        for (key, method, routes) in [
+            ("routeLatencyMs", "*", &["/api/apm"][..]),
+            ("routeLatencyTailMs", "*", &["/api/trace"]),
+            ("routeFailure", "*", &["/api/trace"]),
+            ("routePanic", "*", &["/"]),
+            ("memoryLeakKb", "*", EVERY_ROUTE),
+            ("dbQueryFailure", "*", &["/api/visits/{id}"]),
+            ("dbSlowQueryMs", "GET", &["/api/visits"]),
+            ("dbPoolExhaustionMs", "POST", &["/api/visits"]),
         ] {
             let snapshot = local_file_with(key);
-            for route in ["/", "/api/apm", "/api/trace", ""] {
-                let acted = (0..1_000u64)
-                    .filter(|i| {
-                        let context = flags::Context {
-                            route,
-                            method: "GET",
-                            targeting_key: next_random(*i),
-                        };
-                        !plan(&snapshot, &context).flags.is_empty()
-                    })
-                    .count();
-                assert_eq!(
-                    acted > 0,
-                    routes.contains(&route),
-                    "{key} on {route:?}: {acted}"
-                );
+            for route in EVERY_ROUTE {
+                for asked in ["GET", "POST"] {
+                    let acted = (0..1_000u64)
+                        .filter(|i| {
+                            let context = flags::Context {
+                                route,
+                                method: asked,
+                                targeting_key: next_random(*i),
+                            };
+                            !plan(&snapshot, &context).flags.is_empty()
+                        })
+                        .count();
+                    let expected = routes.contains(route) && (method == "*" || asked == method);
+                    assert_eq!(acted > 0, expected, "{key} on {asked} {route:?}: {acted}");
+                }
             }
         }
+    }
+
+    #[test]
+    fn database_flags_plan_database_faults_only() {
+        let context = |route, method| flags::Context {
+            route,
+            method,
+            targeting_key: 1,
+        };
+        let slow = plan(
+            &local_file_with("dbSlowQueryMs"),
+            &context("/api/visits", "GET"),
+        );
+        assert_eq!(
+            slow.database.slow,
+            Some((Duration::from_millis(300), "dbSlowQueryMs".to_owned()))
+        );
+        assert!(slow.database.fail.is_none() && slow.database.hold.is_none());
+        assert!(slow.latency.is_zero() && !slow.failure);
+        let hold = plan(
+            &local_file_with("dbPoolExhaustionMs"),
+            &context("/api/visits", "POST"),
+        );
+        assert_eq!(
+            hold.database.hold,
+            Some((Duration::from_secs(3), "dbPoolExhaustionMs".to_owned()))
+        );
+        let failing = (0..100u64)
+            .map(|i| {
+                plan(
+                    &local_file_with("dbQueryFailure"),
+                    &flags::Context {
+                        route: "/api/visits/{id}",
+                        method: "GET",
+                        targeting_key: next_random(i),
+                    },
+                )
+            })
+            .find(|plan| !plan.flags.is_empty())
+            .expect("20% of requests");
+        assert_eq!(failing.database.fail.as_deref(), Some("dbQueryFailure"));
+        assert!(!failing.failure, "the route runs; its statements fail");
     }
 }

@@ -26,6 +26,14 @@ pub enum Kind {
     Panic,
     /// A number: KiB retained per request, until the process restarts.
     MemoryLeak,
+    /// `true`: each statement of the request fails (its span and the route's 503 name the flag).
+    QueryFailure,
+    /// A number: milliseconds each statement takes longer, at the server (`DO SLEEP` first, in the
+    /// statement's span, with its DBM comment: a slow statement in DBM too).
+    SlowQuery,
+    /// A number: milliseconds each statement's connection stays taken after it ran (a leak that ends):
+    /// enough of them and the pool is exhausted, and other requests wait MYSQL_TIMEOUT for a 503.
+    PoolHold,
 }
 
 /// The flag keys the service acts on, and what each does. Other keys in the file are accepted and
@@ -36,6 +44,9 @@ pub const KNOWN_FLAGS: &[(&str, Kind)] = &[
     ("routeFailure", Kind::Failure),
     ("routePanic", Kind::Panic),
     ("memoryLeakKb", Kind::MemoryLeak),
+    ("dbQueryFailure", Kind::QueryFailure),
+    ("dbSlowQueryMs", Kind::SlowQuery),
+    ("dbPoolExhaustionMs", Kind::PoolHold),
 ];
 
 /// The enabled fault flags of one version of the file.
