@@ -59,7 +59,7 @@ fn main() -> ExitCode {
             tracing = config.dd_trace_enabled,
             agent = %config.agent_url(),
             database = config.mysql().unwrap_or("none"),
-            dbm = ?config.dd_dbm_propagation_mode,
+            dbm = config.dd_dbm_propagation_mode.as_str(),
             "listening on http://{}",
             app.local_addr()
         );

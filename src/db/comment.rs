@@ -28,6 +28,17 @@ pub enum PropagationMode {
     Full,
 }
 
+impl PropagationMode {
+    /// The value as `DD_DBM_PROPAGATION_MODE` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disabled => "disabled",
+            Self::Service => "service",
+            Self::Full => "full",
+        }
+    }
+}
+
 /// Characters left as they are: RFC 3986's unreserved set. Everything else is percent-encoded, which
 /// is what sqlcommenter asks of values (and of keys, which here are fixed).
 const VALUE: &AsciiSet = &NON_ALPHANUMERIC
@@ -154,6 +165,14 @@ mod tests {
         span_id: 0x0102_0304_0506_0708,
         sampled: true,
     };
+
+    #[test]
+    fn each_mode_is_spelled_as_the_variable_takes_it() {
+        use clap::ValueEnum;
+        for mode in PropagationMode::value_variants() {
+            assert_eq!(PropagationMode::from_str(mode.as_str(), false), Ok(*mode));
+        }
+    }
 
     #[test]
     fn disabled_leaves_the_statement_alone() {
