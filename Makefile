@@ -68,11 +68,12 @@ conformance: venv mariadb
 	DDAPM_TEST_AGENT=$(CURDIR)/$(VENV)/bin/ddapm-test-agent \
 		$(CARGO) test --release --features conformance --test database
 
-## test-python: agent-config (custom check, MySQL setup on a real MariaDB), the compose file and
-## Dockerfiles, the secret scan, a headless Chromium on the service, `make local` end to end, and
-## provision's bodies against Datadog's models
+## test-python: agent-config (custom check, MySQL and DBM setup on a real MariaDB), the compose file
+## and Dockerfiles, the secret scan, a headless Chromium on the service, `make local` end to end,
+## provision's bodies against Datadog's models, and the Kubernetes manifests (API schemas, checkov)
 test-python: venv mariadb chromium release
-	$(VENV)/bin/pytest -q agent-config/tests tests/compose tests/repo tests/browser local provision/tests
+	$(VENV)/bin/pytest -q agent-config/tests tests/compose tests/repo tests/browser local provision/tests \
+		deploy/kubernetes/tests
 
 ## test-compose: `docker compose up` for real: Debian's Docker engine (installed and started if
 ## needed), the stand-in base images, both images built as compose builds them, the local profile up

@@ -325,9 +325,14 @@ fn with_dbm_disabled_statements_reach_the_server_as_written() {
     let recorded = recorded_statements(&db, "INSERT INTO visits");
     assert_eq!(
         recorded,
-        [
-            "INSERT INTO visits (page, user_agent) VALUES (NULL, _utf8mb4 X'64617461626173652D706C61696E')"
-        ]
+        // The user agent `database-plain`, hex-encoded.
+        [format!(
+            "INSERT INTO visits (page, user_agent) VALUES (NULL, _utf8mb4 X'{}')",
+            "database-plain"
+                .bytes()
+                .map(|b| format!("{b:02X}"))
+                .collect::<String>()
+        )]
     );
 }
 
