@@ -136,7 +136,8 @@ def test_the_printed_report_names_what_fired_and_when():
 
 def test_flags_json_has_every_flag_off_and_described():
     flags = json.loads((ROOT / "local" / "flags" / "flags.json").read_text())["flags"]
-    assert set(flags) == {"routeLatencyMs", "routeLatencyTailMs", "routeFailure", "routePanic", "memoryLeakKb"}
+    assert set(flags) == {"routeLatencyMs", "routeLatencyTailMs", "routeFailure", "routePanic", "memoryLeakKb",
+                          "dbQueryFailure", "dbSlowQueryMs", "dbPoolExhaustionMs"}
     for key, flag in flags.items():
         assert flag["state"] == "DISABLED", key
         assert flag["description"], key
@@ -148,7 +149,8 @@ def test_an_unknown_fault_is_refused_with_the_flags_named(tmp_path):
                             timeout=60)
     assert result.returncode == 1
     assert "FAULT=noSuchFlag is not a flag of local/flags/flags.json: routeLatencyMs, routeLatencyTailMs, " \
-           "routeFailure, routePanic, memoryLeakKb" in result.stderr, result.stderr
+           "routeFailure, routePanic, memoryLeakKb, dbQueryFailure, dbSlowQueryMs, dbPoolExhaustionMs" \
+           in result.stderr, result.stderr
 
 
 def test_a_fault_run_of_make_local_reports_what_its_spans_say(tmp_path):
