@@ -7,10 +7,12 @@ that the two do not take turns on the same core and runs are comparable.
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import statistics
 import subprocess
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,9 +65,9 @@ def wait_for_port(port, timeout=60):
 class Process:
     """A background process, stopped (SIGTERM, then SIGKILL) on exit from `with`."""
 
-    def __init__(self, argv, env=None, cpu=None, stdout=subprocess.DEVNULL):
+    def __init__(self, argv, env=None, cpu=None, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
         self.popen = subprocess.Popen(pinned(cpu, argv) if cpu else argv, env={**os.environ, **(env or {})},
-                                      stdout=stdout, stderr=subprocess.DEVNULL)
+                                      stdout=stdout, stderr=stderr)
 
     def __enter__(self):
         return self
@@ -148,3 +150,84 @@ def wrk(url, connections, seconds):
 
 def median(values):
     return statistics.median(values)
+
+
+def sbin(*names):
+    """The first of `names` installed (Debian puts mariadbd in /usr/sbin, often not on PATH)."""
+    for name in names:
+        found = shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/local/sbin")
+        if found:
+            return found
+    raise SystemExit(f"none of {names} is installed: `make mariadb` installs mariadb-server")
+
+
+class MariaDb:
+    """A private MariaDB server, as `make local` (local/run.sh) and tests/common/mariadb.rs start it:
+    Debian's mariadbd on its own data directory, socket and free loopback port, with the server options
+    Database Monitoring needs (agent-config/mysql-conf/datadog-dbm.cnf, as compose mounts it), set up by
+    the scripts the MySQL container runs at its first start (agent-config/mysql/*.sh), in their order.
+    Pinned to the load generator's CPU: the service's core stays the service's. `env` is what the
+    service needs to use it; everything is removed on exit from `with`."""
+
+    def __init__(self, cpu=LOAD_CPU):
+        self.base = tempfile.mkdtemp(prefix="apm-demo-bench-db-")
+        self.port, self.socket = free_port(), os.path.join(self.base, "mysqld.sock")
+        self.app_password = secrets.token_urlsafe(16)
+        self.process = None
+        try:
+            subprocess.run([sbin("mariadb-install-db", "mysql_install_db"), f"--datadir={self.base}/data",
+                            "--user=root", "--auth-root-authentication-method=socket", "--skip-test-db"],
+                           check=True, capture_output=True)
+            with open(os.path.join(ROOT, "agent-config/mysql-conf/datadog-dbm.cnf")) as f:
+                options = f.read()
+            options += (f"\n[mysqld]\ndatadir = {self.base}/data\nuser = root\nsocket = {self.socket}\n"
+                        f"port = {self.port}\nbind-address = 127.0.0.1\npid-file = {self.base}/mysqld.pid\n")
+            with open(os.path.join(self.base, "my.cnf"), "w") as f:
+                f.write(options)
+            self.log = open(os.path.join(self.base, "mariadbd.log"), "w")
+            self.process = Process([sbin("mariadbd", "mysqld"), f"--defaults-file={self.base}/my.cnf"], cpu=cpu,
+                                   stdout=self.log, stderr=self.log)
+            self._wait()
+            env = {"MYSQL": f"{self.client()} --comments", "MYSQL_APP_PASSWORD": self.app_password,
+                   "MYSQL_DATADOG_PASSWORD": secrets.token_urlsafe(16)}
+            for script in ("apm-demo-user.sh", "datadog-user.sh"):  # the image's order: sorted
+                subprocess.run(["sh", os.path.join(ROOT, "agent-config/mysql", script)], env={**os.environ, **env},
+                               check=True, capture_output=True)
+        except BaseException:
+            self.stop()
+            raise
+
+    def client(self):
+        """The `mariadb` command line of root over the socket."""
+        return f"{sbin('mariadb', 'mysql')} --no-defaults --socket={self.socket} -uroot"
+
+    def sql(self, statement):
+        """`statement` run as root; its output (tab-separated, no header)."""
+        argv = self.client().split() + ["--batch", "-N", "-e", statement]
+        return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+    def _wait(self, timeout=60):
+        deadline = time.monotonic() + timeout
+        while subprocess.run(self.client().split() + ["-e", "SELECT 1"], capture_output=True).returncode != 0:
+            if self.process.popen.poll() is not None or time.monotonic() > deadline:
+                with open(os.path.join(self.base, "mariadbd.log")) as f:
+                    tail = "".join(f.readlines()[-15:])
+                raise RuntimeError(f"MariaDB did not start (its log ends with):\n{tail}")
+            time.sleep(0.1)
+
+    @property
+    def env(self):
+        """The service's database settings for this server (DD_DBM_PROPAGATION_MODE is the caller's)."""
+        return {"MYSQL_HOST": "127.0.0.1", "MYSQL_PORT": str(self.port), "MYSQL_PASSWORD": self.app_password}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def stop(self):
+        if self.process:
+            self.process.stop()
+            self.log.close()
+        shutil.rmtree(self.base, ignore_errors=True)
