@@ -101,6 +101,25 @@ fn each_statement_is_a_client_span_of_its_request_and_its_comment_names_that_spa
         HOSTILE_PAGE
     );
 
+    // The pool keeps its connections: 20 requests one after another make no new one. (The status
+    // query itself is a connection: hence the 1.)
+    let connections = || -> u64 {
+        let status = db
+            .root_query("SHOW GLOBAL STATUS LIKE 'Connections'")
+            .unwrap();
+        status.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let before = connections();
+    for _ in 0..20 {
+        assert_eq!(
+            service
+                .send("GET", &format!("/api/visits/{id}"), &[])
+                .status(),
+            200
+        );
+    }
+    assert_eq!(connections() - before, 1, "the pool made new connections");
+
     let get = |path: &str| service.send("GET", path, &[("user-agent", ua)]);
     let shown = get(&format!("/api/visits/{id}"));
     assert_eq!(shown.status(), 200);
@@ -113,17 +132,19 @@ fn each_statement_is_a_client_span_of_its_request_and_its_comment_names_that_spa
     assert_eq!(seed.text().unwrap(), "Getting APM Started");
 
     // 6 requests; statements: INSERT + SELECT, SELECT, LIST, SELECT (404) = 5.
-    let spans = agent.wait_for(12, |s| {
-        s["name"] == "mysql.query" || meta(s, "http.useragent") == Some(ua)
-    });
+    // 6 requests of this user agent, and the 20 above; statements of the 6: INSERT + SELECT,
+    // SELECT, LIST, SELECT (404) = 5; of the 20: one each; the schema's at start: 1.
+    let spans = agent.wait_for(6 + 20 + 5 + 20 + 1, |_| true);
     let requests: Vec<&Value> = spans
         .iter()
-        .filter(|s| s["name"] == "http.server.request")
+        .filter(|s| s["name"] == "http.server.request" && meta(s, "http.useragent") == Some(ua))
         .collect();
+    let parents: Vec<&Value> = requests.iter().map(|r| &r["span_id"]).collect();
     // The schema made at start is a trace of its own: one query span, at the root.
     let (schema, queries): (Vec<&Value>, Vec<&Value>) = spans
         .iter()
         .filter(|s| s["name"] == "mysql.query")
+        .filter(|s| s["parent_id"] == 0 || parents.contains(&&s["parent_id"]))
         .partition(|s| {
             s["resource"]
                 .as_str()
