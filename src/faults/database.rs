@@ -46,3 +46,49 @@ pub async fn scope<F: Future>(faults: DbFaults, future: F) -> F::Output {
 pub fn current() -> Option<DbFaults> {
     DB_FAULTS.try_with(Clone::clone).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_fault_makes_the_plan_non_empty_and_names_its_flag_in_order() {
+        let ms = Duration::from_millis;
+        assert!(DbFaults::default().is_empty());
+        assert_eq!(DbFaults::default().flags(), "");
+        let fail = DbFaults {
+            fail: Some("a".into()),
+            ..DbFaults::default()
+        };
+        let slow = DbFaults {
+            slow: Some((ms(1), "b".into())),
+            ..DbFaults::default()
+        };
+        let hold = DbFaults {
+            hold: Some((ms(2), "c".into())),
+            ..DbFaults::default()
+        };
+        for (faults, flags) in [(&fail, "a"), (&slow, "b"), (&hold, "c")] {
+            assert!(!faults.is_empty(), "{faults:?}");
+            assert_eq!(faults.flags(), flags);
+        }
+        let all = DbFaults {
+            fail: fail.fail.clone(),
+            slow: slow.slow.clone(),
+            hold: hold.hold.clone(),
+        };
+        assert_eq!(all.flags(), "a,b,c");
+    }
+
+    #[tokio::test]
+    async fn the_faults_are_those_of_the_scope_and_none_outside_it() {
+        assert_eq!(current(), None);
+        let faults = DbFaults {
+            fail: Some("dbQueryFailure".into()),
+            ..DbFaults::default()
+        };
+        let inside = scope(faults.clone(), async { current() }).await;
+        assert_eq!(inside, Some(faults));
+        assert_eq!(current(), None);
+    }
+}
