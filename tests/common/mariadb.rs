@@ -54,11 +54,15 @@ impl MariaDb {
                 "--auth-root-authentication-method=socket",
                 "--skip-test-db",
             ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
+            .output()
             .unwrap();
-        assert!(installed.success(), "mariadb-install-db failed");
+        assert!(
+            installed.status.success(),
+            "mariadb-install-db failed ({}):\n{}\n{}",
+            installed.status,
+            String::from_utf8_lossy(&installed.stdout),
+            String::from_utf8_lossy(&installed.stderr)
+        );
         let mut options =
             std::fs::read_to_string(repo().join("agent-config/mysql-conf/datadog-dbm.cnf"))
                 .unwrap();
