@@ -133,8 +133,19 @@ fn agent_restarting_mid_load_costs_nothing_and_spans_flow_again_within_10_s() {
     let mut service = Service::start(&agent.url, &[]);
     let url = service.url.clone();
     let loader = std::thread::spawn(move || {
+        // The seed's routes and a 404 (loadgen's default mix also has the database routes, which
+        // this service, run without a database, answers 503).
         let plan = loadgen::Args::try_parse_from([
-            "loadgen", &url, "-c", "8", "--rate", "300", "-d", "6s",
+            "loadgen",
+            &url,
+            "-c",
+            "8",
+            "--rate",
+            "300",
+            "-d",
+            "6s",
+            "--mix",
+            "/=6,/api/apm=7,/api/trace=6,/no-such-page=1",
         ])
         .unwrap()
         .into_plan()
