@@ -6,7 +6,7 @@
 #![allow(dead_code)] // each test binary uses part of it
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use super::service::free_port;
