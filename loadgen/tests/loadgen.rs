@@ -149,11 +149,7 @@ async fn default_mix_includes_a_small_share_of_404s_and_the_database_routes() {
             None => body.is_empty(),
         }
     }));
-    let rows: Vec<(String, u64)> = summary
-        .paths
-        .iter()
-        .map(|p| (p.label(), p.requests))
-        .collect();
+    let rows = rows_of(&summary);
     assert_eq!(
         rows[4..],
         [
@@ -240,11 +236,7 @@ async fn methods_bodies_and_numbered_paths_reach_the_server() {
         );
     }
 
-    let rows: Vec<(String, u64)> = summary
-        .paths
-        .iter()
-        .map(|p| (p.label(), p.requests))
-        .collect();
+    let rows = rows_of(&summary);
     assert_eq!(
         rows,
         [
@@ -590,4 +582,13 @@ fn every_flag_reads_an_environment_variable() {
         assert!(help.contains(variable), "{variable}");
     }
     assert!(help.contains("Examples:"));
+}
+
+/// The report's rows: each entry's label and its request count.
+fn rows_of(summary: &Summary) -> Vec<(String, u64)> {
+    summary
+        .paths
+        .iter()
+        .map(|p| (p.label(), p.requests))
+        .collect()
 }

@@ -1,6 +1,8 @@
 //! The database routes without a database: what they answer before a statement could run. (With a
 //! real MariaDB: tests/database.rs.)
 
+use reqwest::Method;
+
 use crate::agent::{Behaviour, TestAgent};
 use crate::helpers::spawn_app;
 
@@ -8,12 +10,7 @@ use crate::helpers::spawn_app;
 async fn without_a_database_the_routes_answer_503_the_span_says_why_and_the_seed_is_untouched() {
     let agent = TestAgent::start(Behaviour::Healthy);
     let mut app = spawn_app(&agent.url, &[]).await;
-    let response = app
-        .client
-        .post(format!("{}/api/visits", app.address))
-        .send()
-        .await
-        .unwrap();
+    let response = app.request(Method::POST, "/api/visits", &[]).await;
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "1");
     let body: serde_json::Value = response.json().await.unwrap();
@@ -112,12 +109,7 @@ async fn a_refused_connection_is_a_503_and_a_client_span_with_the_peer_tags() {
     let agent = TestAgent::start(Behaviour::Healthy);
     let port = closed_port();
     let mut app = spawn_app(&agent.url, &database_at(&port)).await;
-    let response = app
-        .client
-        .post(format!("{}/api/visits", app.address))
-        .send()
-        .await
-        .unwrap();
+    let response = app.request(Method::POST, "/api/visits", &[]).await;
     assert_eq!(response.status(), 503);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error_type"], "database_unavailable");
