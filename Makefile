@@ -84,26 +84,41 @@ test-compose: venv
 
 ## mutants: cargo-mutants on the service's and loadgen's source against their hermetic tests (each
 ## mutated package's `cargo test`, no conformance feature), one job, in a copy of the tree (never
-## --in-place: others build in this one), its own target dir; fails if a mutant survives that
+## --in-place: others build in this one), its own target dir. Then the mutants of src/db/ that the
+## hermetic tests missed get a second judge, the database suite against a real MariaDB (only a
+## server can tell, say, a wrong insert id). Fails if a mutant survives both that
 ## .cargo/mutants.toml does not mark equivalent. A timeout (the mutant hung the tests) counts as caught.
 ## Other scopes: make mutants MUTANTS_SCOPE='--package provision' (or '--file src/config.rs')
 .PHONY: mutants mutants-ci
 MUTANTS_VERSION := 27.1.0
 MUTANTS_SCOPE ?= --package apm-demo --package loadgen
 MUTANTS_OUT := target/mutants-out
-mutants:
+MUTANTS_DB_OUT := target/mutants-out-database
+# cargo-mutants' exit codes: 0 all caught, 2 some missed, 3 some timed out; anything else is its failure.
+MUTANTS_STATUS = if [ $$status -ne 0 ] && [ $$status -ne 2 ] && [ $$status -ne 3 ]; then \
+	echo "cargo-mutants failed (exit $$status), see $$out/log"; exit $$status; fi; \
+	if [ -s $$out/timeout.txt ]; then echo "caught by a timeout:"; cat $$out/timeout.txt; fi
+mutants: venv mariadb
 	@command -v cargo-mutants >/dev/null || test -x $(HOME)/.cargo/bin/cargo-mutants || \
 		$(CARGO) install cargo-mutants --version $(MUTANTS_VERSION) --locked
-	@mkdir -p $(MUTANTS_OUT)
+	@mkdir -p $(MUTANTS_OUT) $(MUTANTS_DB_OUT)
 	@status=0; CARGO_TARGET_DIR=$(CURDIR)/target/mutants $(CARGO) mutants $(MUTANTS_SCOPE) \
 		--jobs 1 --output $(MUTANTS_OUT) || status=$$?; \
-	out=$(MUTANTS_OUT)/mutants.out; \
-	if [ $$status -ne 0 ] && [ $$status -ne 2 ] && [ $$status -ne 3 ]; then \
-		echo "cargo-mutants failed (exit $$status), see $$out/log"; exit $$status; fi; \
-	if [ -s $$out/timeout.txt ]; then echo "caught by a timeout:"; cat $$out/timeout.txt; fi; \
-	if [ -s $$out/missed.txt ]; then \
+	out=$(MUTANTS_OUT)/mutants.out; $(MUTANTS_STATUS); \
+	missed=$$(grep -v '^src/db/' $$out/missed.txt || true); \
+	database=$$(grep '^src/db/' $$out/missed.txt | sed 's/[][\\.+*?(){}|^$$]/\\&/g' | paste -sd'|' || true); \
+	if [ -n "$$database" ]; then \
+		echo "src/db/ mutants the hermetic tests missed, against MariaDB (tests/database.rs):"; \
+		status=0; CARGO_TARGET_DIR=$(CURDIR)/target/mutants-database \
+		DDAPM_TEST_AGENT=$(CURDIR)/$(VENV)/bin/ddapm-test-agent $(CARGO) mutants --package apm-demo \
+			--file 'src/db/*.rs' --re "^($$database)\$$" --features conformance --jobs 1 \
+			--output $(MUTANTS_DB_OUT) -- --test database -- --test-threads=1 || status=$$?; \
+		out=$(MUTANTS_DB_OUT)/mutants.out; $(MUTANTS_STATUS); \
+		missed=$$(printf '%s\n%s' "$$missed" "$$(cat $$out/missed.txt)" | sed '/^$$/d'); \
+	fi; \
+	if [ -n "$$missed" ]; then \
 		echo "surviving mutants: kill each with a test, or mark it equivalent, with the reason, in .cargo/mutants.toml"; \
-		cat $$out/missed.txt; exit 1; fi
+		echo "$$missed"; exit 1; fi
 
 ## mutants-ci: `make mutants` on the files `make test` guards (the whole run takes about an hour):
 ## trace-header parsing (network input) and the bounded export queue (the memory promise)
