@@ -92,6 +92,24 @@ async fn every_request_becomes_one_span_with_the_contract() {
     );
 }
 
+/// `runtime-id` names the process to Datadog (it groups a process's spans and runtime metrics): 32
+/// lowercase hex digits, as dd-trace-py writes it, the same on every span of one tracer, another for
+/// the next one.
+#[tokio::test]
+async fn runtime_id_is_one_random_128_bit_id_per_tracer() {
+    let (spans, _agent) = spans_for(&[(Method::GET, "/"), (Method::GET, "/api/apm")]).await;
+    let (other, _agent) = spans_for(&[(Method::GET, "/")]).await;
+    let id = meta(&spans[0], "runtime-id").expect("runtime-id");
+    assert_eq!(id.len(), 32, "{id}");
+    assert!(
+        id.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "{id}"
+    );
+    assert_eq!(meta(&spans[1], "runtime-id"), Some(id));
+    assert_ne!(meta(&other[0], "runtime-id"), Some(id));
+}
+
 #[tokio::test]
 async fn payload_is_v05_msgpack_with_datadog_headers() {
     let (_, agent) = spans_for(&[(Method::GET, "/")]).await;
