@@ -1,6 +1,11 @@
 //! The binary's start-up contract: a bad setting stops it with exit code 2 and names the variable.
 
+#[path = "common/answer_once.rs"]
+mod answer_once;
+
 use std::process::{Command, Output};
+
+use answer_once::answer_once;
 
 fn run(env: &[(&str, &str)], args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_apm-demo"));
@@ -91,26 +96,13 @@ fn help_lists_every_variable_and_exits_0() {
 /// The image's health check: exit 0 when the service answers /health with a 200, 1 otherwise.
 #[test]
 fn healthcheck_subcommand_exits_0_on_a_200_and_1_otherwise() {
-    use std::io::{Read, Write};
     use std::net::TcpListener;
 
-    // A server answering one connection with the given status line.
-    let serve = |status: &'static str| {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = std::thread::spawn(move || {
-            let (mut stream, _) = listener.accept().unwrap();
-            let mut request = [0u8; 1024];
-            let n = stream.read(&mut request).unwrap();
-            let request = String::from_utf8_lossy(&request[..n]).to_string();
-            write!(stream, "{status}\r\ncontent-length: 0\r\n\r\n").unwrap();
-            request
-        });
-        (port.to_string(), server)
-    };
-
-    let (port, server) = serve("HTTP/1.1 200 OK");
-    let output = run(&[("PORT", &port), ("HOST", "0.0.0.0")], &["healthcheck"]);
+    let (port, server) = answer_once("HTTP/1.1 200 OK");
+    let output = run(
+        &[("PORT", &port.to_string()), ("HOST", "0.0.0.0")],
+        &["healthcheck"],
+    );
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     assert!(
         server
@@ -119,8 +111,8 @@ fn healthcheck_subcommand_exits_0_on_a_200_and_1_otherwise() {
             .starts_with("GET /health HTTP/1.1\r\n")
     );
 
-    let (port, server) = serve("HTTP/1.1 503 Service Unavailable");
-    let output = run(&[("PORT", &port)], &["healthcheck"]);
+    let (port, server) = answer_once("HTTP/1.1 503 Service Unavailable");
+    let output = run(&[("PORT", &port.to_string())], &["healthcheck"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("503"));
     server.join().unwrap();

@@ -2,11 +2,14 @@
 //! until a signal, then stops cleanly; its health check asks the address it is given. tests/conformance.rs proves more of the same against Datadog's
 //! test agent and under load; this one runs with `cargo test` (and so under `make mutants`).
 
+#[path = "common/answer_once.rs"]
+mod answer_once;
 #[path = "common/service.rs"]
 mod service;
 
 use std::time::{Duration, Instant};
 
+use answer_once::answer_once;
 use service::Service;
 
 /// The `message` of each JSON log line, once the line `stopped` (the last one) has been read.
@@ -54,22 +57,13 @@ fn serves_until_sigterm_then_exits_0_saying_it_stopped_with_nothing_in_flight() 
 /// address (a specific address, not the unspecified one) reaches the IPv4 listener behind it.
 #[test]
 fn healthcheck_asks_a_specific_ipv6_host_itself_not_loopback() {
-    use std::io::{Read, Write};
-    use std::net::TcpListener;
     use std::process::Command;
 
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port().to_string();
-    let server = std::thread::spawn(move || {
-        let (mut stream, _) = listener.accept().unwrap();
-        let mut request = [0u8; 1024];
-        let _ = stream.read(&mut request).unwrap();
-        write!(stream, "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").unwrap();
-    });
+    let (port, server) = answer_once("HTTP/1.1 200 OK");
     let output = Command::new(env!("CARGO_BIN_EXE_apm-demo"))
         .env_clear()
         .env("HOST", "::ffff:127.0.0.1")
-        .env("PORT", &port)
+        .env("PORT", port.to_string())
         .arg("healthcheck")
         .output()
         .unwrap();
