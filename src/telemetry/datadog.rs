@@ -98,19 +98,15 @@ impl Exporter {
             // The crate sends the low 64 bits of the trace id; Datadog's tracers put the high 64 in
             // `_dd.p.tid` (hex) on the first span of a trace chunk.
             let high = (u128::from_be_bytes(span.span_context.trace_id().to_bytes()) >> 64) as u64;
-            let dm = decision_maker(span);
-            span.attributes
-                .reserve(usize::from(high != 0) + usize::from(dm.is_some()));
-            if high != 0 {
+            let tid = (high != 0).then(|| {
                 if last_high.0 != high {
                     *last_high = (high, Arc::<str>::from(format!("{high:016x}")).into());
                 }
-                span.attributes
-                    .push(KeyValue::new("_dd.p.tid", last_high.1.clone()));
-            }
-            if let Some(dm) = dm {
-                span.attributes.push(KeyValue::new("_dd.p.dm", dm));
-            }
+                KeyValue::new("_dd.p.tid", last_high.1.clone())
+            });
+            let dm = decision_maker(span).map(|dm| KeyValue::new("_dd.p.dm", dm));
+            // An exact-size iterator: the Vec grows once, to fit both.
+            span.attributes.extend(tid.into_iter().chain(dm));
             // Not `_dd.measured = 1` (ddtrace marks its web spans so): the crate reads it from the
             // trace state only, and a trace state per span costs about 900 instructions per request
             // (callgrind), for a flag that changes nothing on a top-level span.
