@@ -386,6 +386,39 @@ async fn a_server_that_hangs_up_gives_io_errors() {
     );
 }
 
+/// Each connection carries request after request (keep-alive), as wrk and oha do: a load generator
+/// that connected per request would measure TCP handshakes and run the server out of ports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_reused_one_per_worker() {
+    use std::collections::HashSet;
+    use std::net::SocketAddr;
+
+    use axum::extract::ConnectInfo;
+
+    let peers = Arc::new(Mutex::new(HashSet::new()));
+    let seen = peers.clone();
+    let app = Router::new().fallback(move |ConnectInfo(peer): ConnectInfo<SocketAddr>| {
+        seen.lock().unwrap().insert(peer);
+        async { StatusCode::OK }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
+    let summary = load(&url, &["-n", "200", "-c", "4"]).await;
+    assert_eq!(summary.overall.requests, 200);
+    let connections = peers.lock().unwrap().len();
+    assert!(
+        (1..=4).contains(&connections),
+        "200 requests over {connections} connections"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_closes_after_each_answer_costs_no_error() {
     let app = Router::new().fallback(|| async {

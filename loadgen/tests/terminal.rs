@@ -94,6 +94,38 @@ async fn on_a_terminal_a_progress_line_shows_the_current_rate() {
     }
 }
 
+/// When the run ends the progress line is erased, so the summary starts on a clean line instead of
+/// after the last rate shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_the_progress_line_makes_way_for_the_summary() {
+    const ERASE_LINE: &str = "\x1b[2K";
+    let url = serve_ok().await;
+    let line = format!(
+        "{} {url} --rate 50 --duration 1s -c 1",
+        env!("CARGO_BIN_EXE_loadgen")
+    );
+    let mut script = Command::new("script");
+    script
+        .env_clear()
+        .env("TERM", "xterm")
+        .args(["-q", "-e", "-c", &line, "/dev/null"]);
+    let output = run(script).await;
+    assert!(output.status.success(), "{output:?}");
+    let screen = String::from_utf8_lossy(&output.stdout);
+    assert!(!shown_rates(&screen).is_empty(), "{screen}");
+    let header = screen
+        .find(&format!("{url}/ for "))
+        .unwrap_or_else(|| panic!("no summary: {screen:?}"));
+    // What the terminal shows on the header's line: the text since the last carriage return, where
+    // the progress line was drawn, less its erasures.
+    let line_start = screen[..header].rfind('\r').map_or(0, |at| at + 1);
+    assert_eq!(
+        screen[line_start..header].replace(ERASE_LINE, ""),
+        "",
+        "the summary follows a progress line: {screen:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_falls_behind_its_rate_says_so_and_one_that_keeps_up_does_not() {
     const NOTE: &str = "could not keep up";
