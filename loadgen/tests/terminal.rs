@@ -57,6 +57,20 @@ async fn an_error_rate_equal_to_the_limit_exits_0_and_the_summary_names_the_trac
     assert!(stdout.contains("trace headers: w3c"), "{stdout}");
 }
 
+/// What a terminal received from a successful `loadgen <url> <args>` run in it (util-linux `script`
+/// gives it a pseudo-terminal, so the progress line is drawn).
+async fn on_a_terminal(url: &str, args: &str) -> String {
+    let line = format!("{} {url} {args}", env!("CARGO_BIN_EXE_loadgen"));
+    let mut script = Command::new("script");
+    script
+        .env_clear()
+        .env("TERM", "xterm")
+        .args(["-q", "-e", "-c", &line, "/dev/null"]);
+    let output = run(script).await;
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// The rates of the progress lines (`N requests  R/s  E errors`) in what a terminal received; the
 /// summary table's header (`requests    rate/s`) is not one.
 fn shown_rates(screen: &str) -> Vec<String> {
@@ -71,18 +85,7 @@ fn shown_rates(screen: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_terminal_a_progress_line_shows_the_current_rate() {
     let url = serve_ok().await;
-    let line = format!(
-        "{} {url} --rate 100 --duration 2s -c 2",
-        env!("CARGO_BIN_EXE_loadgen")
-    );
-    let mut script = Command::new("script");
-    script
-        .env_clear()
-        .env("TERM", "xterm")
-        .args(["-q", "-e", "-c", &line, "/dev/null"]);
-    let output = run(script).await;
-    assert!(output.status.success(), "{output:?}");
-    let screen = String::from_utf8_lossy(&output.stdout);
+    let screen = on_a_terminal(&url, "--rate 100 --duration 2s -c 2").await;
     let rates = shown_rates(&screen);
     assert!(rates.len() >= 3, "a progress line every 250 ms: {screen}");
     for rate in &rates {
@@ -100,18 +103,7 @@ async fn on_a_terminal_a_progress_line_shows_the_current_rate() {
 async fn on_a_terminal_the_progress_line_makes_way_for_the_summary() {
     const ERASE_LINE: &str = "\x1b[2K";
     let url = serve_ok().await;
-    let line = format!(
-        "{} {url} --rate 50 --duration 1s -c 1",
-        env!("CARGO_BIN_EXE_loadgen")
-    );
-    let mut script = Command::new("script");
-    script
-        .env_clear()
-        .env("TERM", "xterm")
-        .args(["-q", "-e", "-c", &line, "/dev/null"]);
-    let output = run(script).await;
-    assert!(output.status.success(), "{output:?}");
-    let screen = String::from_utf8_lossy(&output.stdout);
+    let screen = on_a_terminal(&url, "--rate 50 --duration 1s -c 1").await;
     assert!(!shown_rates(&screen).is_empty(), "{screen}");
     let header = screen
         .find(&format!("{url}/ for "))
