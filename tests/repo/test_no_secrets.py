@@ -4,6 +4,7 @@ detect-secrets (pinned in requirements.txt) scans every file git tracks; a false
 where it stands with a `pragma: allowlist secret` comment saying why.
 """
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,9 @@ def tracked_files():
 # material almost never is: (96/256)^16 for 16 bytes), and W3C traceparents in DBM comments.
 NOT_SECRETS = r"^(?:[2-7][0-9A-F])+$|^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$"
 
+# A Datadog-API-key-shaped value, assembled so that this file itself holds nothing that looks like a key.
+FAKE_KEY = "c3a1f09b" + "7d2e4c58" + "a6b1f3e8" + "d9024a7b"
+
 
 def test_no_tracked_file_holds_a_secret():
     result = subprocess.run([str(HOOK), "--exclude-secrets", NOT_SECRETS, *tracked_files()], cwd=ROOT,
@@ -31,19 +35,15 @@ def test_no_tracked_file_holds_a_secret():
 
 def test_the_exclusions_keep_real_looking_keys():
     """A hex key, upper or lower case, is still found with the exclusions on."""
-    import re
-    lower = "c3a1f09b" + "7d2e4c58" + "a6b1f3e8" + "d9024a7b"
-    for key in (lower, lower.upper()):
+    for key in (FAKE_KEY, FAKE_KEY.upper()):
         assert not re.search(NOT_SECRETS, key), key
     assert re.search(NOT_SECRETS, "loadgen/0.1.0".encode().hex().upper())
 
 
 def test_the_scanner_finds_a_planted_secret(tmp_path):
     planted = tmp_path / "settings.py"
-    # Assembled here so that this file itself holds nothing that looks like a key.
-    fake_key = "c3a1f09b" + "7d2e4c58" + "a6b1f3e8" + "d9024a7b"
     fake_aws = "AKIA" + "Z3MHKQ5T" + "7RBXW2YD"
-    planted.write_text(f'datadog_api_key = "{fake_key}"\naws = "{fake_aws}"\n')
+    planted.write_text(f'datadog_api_key = "{FAKE_KEY}"\naws = "{fake_aws}"\n')
     result = subprocess.run([str(HOOK), "--exclude-secrets", NOT_SECRETS, str(planted)], capture_output=True,
                             text=True)
     assert result.returncode != 0
