@@ -72,7 +72,8 @@ impl Api {
         self.send(Method::DELETE, path, None)
     }
 
-    fn send(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+    /// `method` on `path`, with `body` as JSON; the answer's JSON (null when empty).
+    pub fn send(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
         let (mut server_errors, mut rate_limits) = (0, 0);
         loop {
             let mut request = self

@@ -350,7 +350,7 @@ fn actions(report: &apply::Report) -> Vec<(&'static str, Action)> {
 
 /// The planned monitors' names, in plan order.
 fn planned_monitors() -> Vec<String> {
-    resources::monitors(&settings())
+    resources::monitors::all(&settings())
         .into_iter()
         .map(|m| m.name)
         .collect()
