@@ -758,9 +758,8 @@ fn a_missing_key_is_an_error_before_any_request() {
         // A directory without .env (provision reads ./.env).
         .current_dir(env!("CARGO_TARGET_TMPDIR"))
         .env_clear()
-        .env("DD_API_URL", &base)
         .env("DD_APP_KEY", "set")
-        .arg("apply")
+        .args(["apply", "--api-url", &base])
         .output()
         .unwrap();
     assert!(!output.status.success());

@@ -109,11 +109,8 @@ fn settings_come_from_dotenv_unless_the_environment_sets_them() {
 #[test]
 fn keys_are_read_from_dotenv() {
     // DD_API_KEY from .env is found, so the first key missing is DD_APP_KEY; nothing is sent.
-    let dir = directory(
-        "dotenv-keys",
-        Some("DD_API_KEY=from-dotenv\nDD_APP_KEY=\nDD_API_URL=http://127.0.0.1:9\n"),
-    );
-    let output = provision(&dir, &[], &["apply"]);
+    let dir = directory("dotenv-keys", Some("DD_API_KEY=from-dotenv\nDD_APP_KEY=\n"));
+    let output = provision(&dir, &[], &["apply", "--api-url", "http://127.0.0.1:9"]);
     assert!(!output.status.success());
     let message = stderr(&output);
     assert!(
