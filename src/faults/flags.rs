@@ -1,17 +1,20 @@
 //! flagd's flag-definition format (the OpenTelemetry demo's `demo.flagd.json`), the subset the fault
 //! flags need, and its evaluation, shaped as OpenFeature's (a value, the variant, the reason).
 //!
-//! A file is `{"flags": {"<key>": {"state", "variants", "defaultVariant", "targeting", "metadata"}}}`
-//! (flagd's model, flagd `core/pkg/model/flag.go`); `$schema`, `metadata` (where a flag's description
-//! goes) and keys flagd does not define are accepted and ignored, as flagd in Go ignores them (it only
-//! warns that the file does not conform to its schema, `core/pkg/evaluator/json.go`,
-//! `configToFlagDefinition`). Targeting is flagd's JSON Logic, of which
+//! A file is `{"flags": {"<key>": {"state", "variants", "defaultVariant", "targeting",
+//! "metadata"}}}` (flagd's model, flagd `core/pkg/model/flag.go`); `$schema`, `metadata` (where a
+//! flag's description goes) and keys flagd does not define are accepted and ignored, as flagd in Go
+//! ignores them (it decodes the file into that model after a schema check that only warns:
+//! `core/pkg/evaluator/json.go`, `configToFlagDefinition`). Targeting is flagd's JSON Logic, of which
 //! this evaluates `if`, `==`, `!=`, `in`, `and`, `or`, `!`, `var` and flagd's `fractional`; any other
 //! operator makes the file invalid (reported, the last good flags stay in force) rather than silently
 //! off. The evaluation context of a request is its route template (`route`), its method (`method`)
 //! and a random `targetingKey`: a `fractional` split without a bucketing expression is a per-request
 //! rate. (With one, e.g. `{"var": "route"}`, the value's text is hashed with murmur3 as flagd does,
 //! though not over flagd's CBOR encoding of it: the same key may land in another bucket than flagd's.)
+//! Every flag of a request buckets the same key, so two splits of one route overlap (the 5% of one
+//! inside the 10% of the other), where flagd, hashing the flag's key with it, splits them
+//! independently.
 
 use std::collections::BTreeMap;
 
