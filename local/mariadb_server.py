@@ -27,6 +27,7 @@ and then stops the server (SIGTERM, a clean InnoDB shutdown). The server also ge
 launcher itself is killed (PR_SET_PDEATHSIG).
 
     python3 local/mariadb_server.py DIR [--port N] [--log FILE] [--conf-dir DIR] [--initdb-dir DIR]
+                                        [--template DIR]
 """
 
 import argparse
@@ -131,6 +132,10 @@ fi
 
 class StartFailed(RuntimeError):
     """The server did not come up; the message says why and ends with its log's last lines."""
+
+
+class BadConfiguration(StartFailed):
+    """A setting the launcher cannot use; the message names its variable (exit status 2)."""
 
 
 def program(*names):
@@ -289,7 +294,7 @@ class MariaDB:
             self.root_password = self.init_env.get("MYSQL_ROOT_PASSWORD") or os.environ.get("MYSQL_ROOT_PASSWORD") \
                 or secrets.token_urlsafe(24)
             if any(c in self.root_password for c in '"\\\n'):
-                raise StartFailed('MYSQL_ROOT_PASSWORD may not hold ", \\ or a newline (it goes into an option file)')
+                raise BadConfiguration('MYSQL_ROOT_PASSWORD may not hold ", \\ or a newline (it goes into an option file)')
             self._install_system_tables()
             root_is_set = False
         _write_private(self.root_cnf, f'[client]\nuser = root\npassword = "{self.root_password}"\n'
@@ -454,14 +459,18 @@ def main(argv=None):
     parser.add_argument("--port", type=int, help="the TCP port (default: chosen at the first start, kept after)")
     parser.add_argument("--log", help="the server's log (default DIRECTORY/mariadbd.log)")
     parser.add_argument("--conf-dir", default=CONF_DIR, help="option files to include (default %(default)s)")
-    parser.add_argument("--initdb-dir", default=INITDB_DIR, help="init files of the first start (default %(default)s)")
+    parser.add_argument("--initdb-dir", default=INITDB_DIR,
+                        help="init files of the first start (default %(default)s; '' for none)")
+    parser.add_argument("--template", help="a directory installed with no init files, whose data to copy")
     args = parser.parse_args(argv)
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, _interrupt)
     server = MariaDB(args.directory, port=args.port, log=args.log, conf_dir=args.conf_dir,
-                     initdb_dir=args.initdb_dir or None)
+                     initdb_dir=args.initdb_dir or None, template=args.template)
+    ready = False
     try:
         server.start()
+        ready = True
         print(json.dumps(server.report()), flush=True)
         while server.process.poll() is None:
             readable, _, _ = select.select([sys.stdin], [], [], 0.5)
@@ -472,9 +481,9 @@ def main(argv=None):
         return 1
     except StartFailed as e:
         print(f"mariadb_server: {e}", file=sys.stderr)
-        return 2 if "MYSQL_ROOT_PASSWORD" in str(e) else 1
+        return 2 if isinstance(e, BadConfiguration) else 1
     except (_Interrupted, BrokenPipeError):
-        return 0
+        return 0 if ready else 1
     finally:
         server.stop()
 

@@ -6,7 +6,7 @@ import re
 import pymysql
 import pytest
 
-from conftest import load_yaml, run_setup_script
+from conftest import load_yaml, mariadb_server, run_by_hand, run_setup_script
 
 # What the MySQL check (Agent 7) reads for the options in conf.d/mysql.d/conf.yaml.
 ALWAYS = {
@@ -75,6 +75,18 @@ def test_setup_script_runs_cleanly(datadog_user):
 def test_setup_script_is_idempotent(mariadb, datadog_user, datadog_password):
     again = run_setup_script(mariadb, datadog_password)
     assert again.returncode == 0, again.stderr
+
+
+def test_both_scripts_run_by_hand_as_docs_agent_md_says(datadir_template, datadog_password):
+    """`MYSQL="mysql -uroot -p" sh …`, in the same order, outside the image: the scripts' own client
+    path (no docker_process_sql)."""
+    with mariadb_server(datadir_template) as server:
+        for script, variable in (("apm-demo-user.sh", "MYSQL_APP_PASSWORD"), ("datadog-user.sh", "MYSQL_DATADOG_PASSWORD")):
+            result = run_by_hand(server, script, **{variable: datadog_password})
+            assert result.returncode == 0 and result.stderr == "", (script, result.stderr)
+        with server.connect("datadog", datadog_password) as datadog, datadog.cursor() as cursor:
+            cursor.execute("CALL datadog.explain_statement('SELECT 1')")
+            assert "query_block" in cursor.fetchone()[0]
 
 
 def test_setup_script_refuses_to_run_without_a_password(mariadb):
