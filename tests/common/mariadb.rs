@@ -99,7 +99,11 @@ impl MariaDb {
 
     /// Runs `sql` as root; the rows, tab-separated, one per line.
     pub fn root_query(&self, sql: &str) -> Result<String, String> {
-        self.query(&format!("--defaults-file={}", self.root_defaults_file), &[], sql)
+        self.query(
+            &format!("--defaults-file={}", self.root_defaults_file),
+            &[],
+            sql,
+        )
     }
 
     /// Runs `sql` as the Datadog Agent's `datadog` user, over TCP as the Agent connects.
