@@ -7,15 +7,19 @@ that the two do not take turns on the same core and runs are comparable.
 import json
 import os
 import re
-import secrets
 import shutil
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "local"))
+
+import mariadb_server  # noqa: E402
+from ports import free_port  # noqa: E402,F401 (the benchmarks import it from here)
 
 
 def target_dir():
@@ -44,12 +48,6 @@ SERVICE_CPU, LOAD_CPU = "0", "1"
 
 def pinned(cpu, argv):
     return ["taskset", "-c", cpu] + argv if shutil.which("taskset") else argv
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_port(port, timeout=60):
@@ -161,82 +159,22 @@ def median(values):
     return statistics.median(values)
 
 
-def sbin(*names):
-    """The first of `names` installed (Debian puts mariadbd in /usr/sbin, often not on PATH)."""
-    for name in names:
-        found = shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/local/sbin")
-        if found:
-            return found
-    raise SystemExit(f"none of {names} is installed: `make mariadb` installs mariadb-server")
-
-
-class MariaDb:
-    """A private MariaDB server, as `make local` (local/run.sh) and tests/common/mariadb.rs start it:
-    Debian's mariadbd on its own data directory, socket and free loopback port, with the server options
-    Database Monitoring needs (agent-config/mysql-conf/datadog-dbm.cnf, as compose mounts it), set up by
-    the scripts the MySQL container runs at its first start (agent-config/mysql/*.sh), in their order.
-    Pinned to the load generator's CPU: the service's core stays the service's. `env` is what the
-    service needs to use it; everything is removed on exit from `with`."""
+class MariaDb(mariadb_server.MariaDB):
+    """A private MariaDB server from the project's one launcher (local/mariadb_server.py), as `make
+    local` and the database suite start it: set up as the compose MySQL is, pinned to the load
+    generator's CPU (the service's core stays the service's). `env` is what the service needs to use
+    it; the server and its directory are removed on exit from `with`."""
 
     def __init__(self, cpu=LOAD_CPU):
         self.base = tempfile.mkdtemp(prefix="apm-demo-bench-db-")
-        self.port, self.socket = free_port(), os.path.join(self.base, "mysqld.sock")
-        self.app_password = secrets.token_urlsafe(16)
-        self.process = None
-        try:
-            subprocess.run([sbin("mariadb-install-db", "mysql_install_db"), f"--datadir={self.base}/data",
-                            "--user=root", "--auth-root-authentication-method=socket", "--skip-test-db"],
-                           check=True, capture_output=True)
-            with open(os.path.join(ROOT, "agent-config/mysql-conf/datadog-dbm.cnf")) as f:
-                options = f.read()
-            options += (f"\n[mysqld]\ndatadir = {self.base}/data\nuser = root\nsocket = {self.socket}\n"
-                        f"port = {self.port}\nbind-address = 127.0.0.1\npid-file = {self.base}/mysqld.pid\n")
-            with open(os.path.join(self.base, "my.cnf"), "w") as f:
-                f.write(options)
-            self.log = open(os.path.join(self.base, "mariadbd.log"), "w")
-            self.process = Process([sbin("mariadbd", "mysqld"), f"--defaults-file={self.base}/my.cnf"], cpu=cpu,
-                                   stdout=self.log, stderr=self.log)
-            self._wait()
-            env = {"MYSQL": f"{self.client()} --comments", "MYSQL_APP_PASSWORD": self.app_password,
-                   "MYSQL_DATADOG_PASSWORD": secrets.token_urlsafe(16)}
-            for script in ("apm-demo-user.sh", "datadog-user.sh"):  # the image's order: sorted
-                subprocess.run(["sh", os.path.join(ROOT, "agent-config/mysql", script)], env={**os.environ, **env},
-                               check=True, capture_output=True)
-        except BaseException:
-            self.stop()
-            raise
-
-    def client(self):
-        """The `mariadb` command line of root over the socket."""
-        return f"{sbin('mariadb', 'mysql')} --no-defaults --socket={self.socket} -uroot"
-
-    def sql(self, statement):
-        """`statement` run as root; its output (tab-separated, no header)."""
-        argv = self.client().split() + ["--batch", "-N", "-e", statement]
-        return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-
-    def _wait(self, timeout=60):
-        deadline = time.monotonic() + timeout
-        while subprocess.run(self.client().split() + ["-e", "SELECT 1"], capture_output=True).returncode != 0:
-            if self.process.popen.poll() is not None or time.monotonic() > deadline:
-                with open(os.path.join(self.base, "mariadbd.log")) as f:
-                    tail = "".join(f.readlines()[-15:])
-                raise RuntimeError(f"MariaDB did not start (its log ends with):\n{tail}")
-            time.sleep(0.1)
+        super().__init__(self.base, command_prefix=pinned(cpu, []))
 
     @property
     def env(self):
         """The service's database settings for this server (DD_DBM_PROPAGATION_MODE is the caller's)."""
-        return {"MYSQL_HOST": "127.0.0.1", "MYSQL_PORT": str(self.port), "MYSQL_PASSWORD": self.app_password}
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
+        return {"MYSQL_HOST": self.host, "MYSQL_PORT": str(self.port),
+                "MYSQL_PASSWORD": self.passwords["MYSQL_APP_PASSWORD"]}
 
     def stop(self):
-        if self.process:
-            self.process.stop()
-            self.log.close()
+        super().stop()
         shutil.rmtree(self.base, ignore_errors=True)

@@ -47,7 +47,7 @@ fail() { # fail MESSAGE [LOG]: the cause, then the end of the log that has the d
     exit 1
 }
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+free_port() { python3 local/ports.py; }
 
 wait_for() { # wait_for SECONDS WHAT PID LOG COMMAND...: until COMMAND succeeds, or PID exits, or time is up
     local seconds=$1 what=$2 pid=$3 log=$4 status=0
@@ -79,22 +79,15 @@ PATH=$PATH:/usr/sbin
 mkdir -p "$OUT"
 rm -f "$OUT"/{mariadb.log,test-agent.log,app.log,loadgen.json,traces.json,traces.html,summary.json,dbm-statements.txt}
 
-# MariaDB and the test agent start side by side. MariaDB runs with the server options Database
-# Monitoring needs (agent-config/mysql-conf/datadog-dbm.cnf, as compose mounts it) and is set up by
-# the scripts the MySQL container runs at its first start (agent-config/mysql/*.sh).
-mysql_port=$(free_port)
-mysql_socket=$work/mysqld.sock
-{
-    cat agent-config/mysql-conf/datadog-dbm.cnf
-    printf '\n[mysqld]\ndatadir = %s\nuser = root\nsocket = %s\nport = %s\nbind-address = 127.0.0.1\npid-file = %s\n' \
-        "$work/mysql" "$mysql_socket" "$mysql_port" "$work/mysqld.pid"
-} >"$work/my.cnf"
-(
-    mariadb-install-db --datadir="$work/mysql" --user=root --auth-root-authentication-method=socket \
-        --skip-test-db
-    exec mariadbd --defaults-file="$work/my.cnf"
-) >"$OUT/mariadb.log" 2>&1 &
-mysql_pid=$!
+# MariaDB and the test agent start side by side. MariaDB comes from the project's one launcher
+# (local/mariadb_server.py), set up as the compose MySQL is at its first start: the server options of
+# agent-config/mysql-conf/, then agent-config/mysql/*.sh run as the MySQL image runs them, on a free
+# port. It prints one JSON line once the server answers, and stops the server when its standard
+# input, a pipe from this script, closes: when this script exits, however it exits.
+# (Bash gives the pipe's ends to no other child; it unsets MARIADB if the launcher exits, which it
+# does early only when it fails.)
+coproc MARIADB { exec python3 local/mariadb_server.py "$work/mariadb" --log "$OUT/mariadb.log"; }
+mysql_pid=$MARIADB_PID
 pids+=("$mysql_pid")
 agent_port=$(free_port)
 ENABLED_CHECKS=trace_count_header,meta_tracer_version_header,trace_content_length \
@@ -109,14 +102,21 @@ wait_for 60 "the test agent" "$agent_pid" "$OUT/test-agent.log" curl -fsS "http:
 echo "listening on http://127.0.0.1:$agent_port"
 
 step "MariaDB, set up as the MySQL container's first start sets it up (agent-config/mysql/*.sh)"
-wait_for 60 MariaDB "$mysql_pid" "$OUT/mariadb.log" mariadb --no-defaults --socket="$mysql_socket" -uroot -e 'SELECT 1'
-MYSQL_DATADOG_PASSWORD=$(python3 -c 'import secrets; print(secrets.token_urlsafe(16))')
-MYSQL_APP_PASSWORD=$(python3 -c 'import secrets; print(secrets.token_urlsafe(16))')
-export MYSQL_DATADOG_PASSWORD MYSQL_APP_PASSWORD
-# In the order the MySQL image runs them: sorted (datadog-user.sh puts a procedure in apm_demo).
-for script in agent-config/mysql/apm-demo-user.sh agent-config/mysql/datadog-user.sh; do
-    MYSQL="mariadb --no-defaults --socket=$mysql_socket -uroot --comments" sh "$script"
-done
+mariadb_report=
+read -r -t 120 -u "${MARIADB[0]:-}" mariadb_report 2>/dev/null || true
+if [[ -z $mariadb_report ]]; then
+    kill "$mysql_pid" 2>/dev/null || true
+    fail "MariaDB did not start (local/mariadb_server.py's message is above)" "$OUT/mariadb.log"
+fi
+# Read from its report through a pipe, never an argument: the passwords stay out of the process list.
+{ read -r mysql_port; read -r MYSQL_APP_PASSWORD; read -r MYSQL_DATADOG_PASSWORD; } < <(python3 -c '
+import json, sys
+report = json.load(sys.stdin)
+print(report["port"], report["passwords"]["MYSQL_APP_PASSWORD"], report["passwords"]["MYSQL_DATADOG_PASSWORD"], sep="\n")
+' <<<"$mariadb_report")
+# The Agent's user logs in from an option file only this user can read, not with -p on a command line.
+(umask 077 && printf '[client]\nuser = datadog\npassword = "%s"\nhost = 127.0.0.1\nport = %s\n' \
+    "$MYSQL_DATADOG_PASSWORD" "$mysql_port" >"$work/datadog.cnf")
 echo "listening on 127.0.0.1:$mysql_port: the Agent's user \`datadog\` (with DBM's schema and procedures), the service's database and user \`apm_demo\`"
 
 step "the service ($BIN_DIR/apm-demo), traces to the test agent, its database on MariaDB (DBM comments: full)"
@@ -158,7 +158,7 @@ flags["flags"][flag]["state"] = "ENABLED"
 with open(path + ".new", "w") as f:
     json.dump(flags, f, indent=2)
 os.replace(path + ".new", path)' "$flags_file" "$FAULT"
-    echo "FAULT=$FAULT: switched on at $(date -u +%H:%M:%S) UTC, $(printf %.1f "$(python3 -c 'import sys; print(float(sys.argv[1]) / 3)' "$seconds")") s into the load: $(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["flags"][sys.argv[2]].get("description", ""))' "$flags_file" "$FAULT")"
+    echo "FAULT=$FAULT: switched on at $(date -u +%H:%M:%S) UTC, $(printf %.1f "$(python3 -c 'import sys; print(float(sys.argv[1]) / 3)' "$seconds")") s into the load: $(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["flags"][sys.argv[2]].get("metadata", {}).get("description", ""))' "$flags_file" "$FAULT")"
     fault_args=(--fault "$FAULT" --fault-start "$fault_start")
 fi
 wait "$loadgen" || fail "loadgen failed (status $?): its message is above"
@@ -169,7 +169,7 @@ fi
 
 step "what the Datadog Agent's MySQL check and Database Monitoring read, as its \`datadog\` user"
 datadog_sql() {
-    mariadb --no-defaults -h127.0.0.1 -P"$mysql_port" -udatadog -p"$MYSQL_DATADOG_PASSWORD" --batch -N --raw -e "$1"
+    mariadb --defaults-file="$work/datadog.cnf" --batch -N --raw -e "$1"
 }
 queries=$(datadog_sql "SHOW GLOBAL STATUS LIKE 'Queries'" | cut -f2)
 echo "the server's status (mysql.performance.queries source): Queries=$queries"

@@ -140,7 +140,7 @@ def test_flags_json_has_every_flag_off_and_described():
                           "dbQueryFailure", "dbSlowQueryMs", "dbPoolExhaustionMs"}
     for key, flag in flags.items():
         assert flag["state"] == "DISABLED", key
-        assert flag["description"], key
+        assert flag["metadata"]["description"], key
 
 
 def test_an_unknown_fault_is_refused_with_the_flags_named(tmp_path):
@@ -163,6 +163,8 @@ def test_a_fault_run_of_make_local_reports_what_its_spans_say(tmp_path):
                                      RATE="100", PORT="0", BIN_DIR=bin_dir), timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "FAULT=routeFailure: switched on" in result.stdout
+    # The flag's description, from its metadata in local/flags/flags.json.
+    assert "s into the load: An error rate: 10% of GET /api/trace answer 500\n" in result.stdout
     fault = json.loads((tmp_path / "summary.json").read_text())["fault"]
     # The run's spans are DD_ENV=local's (local/run.sh): the monitors of that env.
     (error_rate, _) = summary.provision_monitors("local", os.path.join(bin_dir, "provision"))

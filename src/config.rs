@@ -64,9 +64,17 @@ pub struct Config {
     #[arg(long, env = "DD_TRACE_ENABLED", value_name = "DD_TRACE_ENABLED", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub dd_trace_enabled: bool,
 
-    /// Share of new traces to keep, 0.0 to 1.0; an incoming sampling decision wins.
-    #[arg(long, env = "DD_TRACE_SAMPLE_RATE", value_name = "DD_TRACE_SAMPLE_RATE", default_value_t = 1.0, value_parser = sample_rate)]
-    pub dd_trace_sample_rate: f64,
+    /// Share of new traces to keep, 0.0 to 1.0; an incoming sampling decision wins. Unset: every
+    /// trace (with datadog-opentelemetry: the Agent's rates, and no rate limiter, as Datadog's tracers
+    /// do when it is unset).
+    #[arg(long, env = "DD_TRACE_SAMPLE_RATE", value_name = "DD_TRACE_SAMPLE_RATE", value_parser = sample_rate)]
+    pub dd_trace_sample_rate: Option<f64>,
+
+    /// Which exporter sends the spans to the agent: opentelemetry-datadog (the crate the project was
+    /// specified with, deprecated upstream) or datadog-opentelemetry (Datadog's own Rust tracer,
+    /// dd-trace-rs). docs/service.md#which-exporter compares them.
+    #[arg(long, env = "TRACE_EXPORTER", value_name = "TRACE_EXPORTER", value_enum, default_value_t = TraceExporter::OpentelemetryDatadog)]
+    pub trace_exporter: TraceExporter,
 
     /// Put dd.trace_id, dd.span_id, dd.service, dd.env and dd.version on log lines.
     #[arg(long, env = "DD_LOGS_INJECTION", value_name = "DD_LOGS_INJECTION", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
@@ -131,14 +139,22 @@ pub struct Config {
     #[arg(long, env = "MYSQL_USER", value_name = "MYSQL_USER", default_value = "apm_demo", value_parser = non_empty)]
     pub mysql_user: String,
 
-    /// Its password: from the environment only, required when MYSQL_HOST is set.
+    /// Its password: from the environment only (a flag would show it to every user in
+    /// /proc/*/cmdline), required when MYSQL_HOST is set.
     #[arg(
         long,
         env = "MYSQL_PASSWORD",
         value_name = "MYSQL_PASSWORD",
-        hide_env_values = true
+        hide = true,
+        hide_env_values = true,
+        value_parser = secret
     )]
-    pub mysql_password: Option<String>,
+    pub mysql_password: Option<Secret>,
+
+    /// A file holding the password instead (a Kubernetes or compose secret mounted as a file); its
+    /// trailing newline is not part of the password.
+    #[arg(long, env = "MYSQL_PASSWORD_FILE", value_name = "MYSQL_PASSWORD_FILE", value_parser = flag_file)]
+    pub mysql_password_file: Option<std::path::PathBuf>,
 
     /// Connections to MySQL at most; a request that finds them all busy for MYSQL_TIMEOUT gets 503.
     #[arg(long, env = "MYSQL_POOL_SIZE", value_name = "MYSQL_POOL_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -172,6 +188,55 @@ pub enum Command {
     Healthcheck,
 }
 
+/// The exporter that sends spans to the trace agent (docs/service.md#which-exporter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TraceExporter {
+    /// `opentelemetry-datadog` 0.20.1: the crate the project was specified with (deprecated
+    /// upstream), with the project's own sampler, propagation and bounded queue.
+    #[value(name = "opentelemetry-datadog")]
+    OpentelemetryDatadog,
+    /// `datadog-opentelemetry` 0.5.4: Datadog's own Rust tracer (dd-trace-rs), with its sampler,
+    /// propagator, span processor and client-side stats.
+    #[value(name = "datadog-opentelemetry")]
+    DatadogOpentelemetry,
+}
+
+impl TraceExporter {
+    /// The name the setting takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OpentelemetryDatadog => "opentelemetry-datadog",
+            Self::DatadogOpentelemetry => "datadog-opentelemetry",
+        }
+    }
+}
+
+/// A setting that must never be printed: `Debug` shows `***`, and it is read from the environment
+/// only (a flag's value is visible to every user of the machine in /proc/*/cmdline).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+fn secret(value: &str) -> Result<Secret, String> {
+    Ok(Secret::new(value))
+}
+
 /// How log lines are written to stdout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -202,10 +267,41 @@ impl Config {
         let matches = command
             .try_get_matches_from_mut(args)
             .map_err(|error| ConfigError::from_clap(error, &command))?;
-        let config = Self::from_arg_matches(&matches)
+        let mut config = Self::from_arg_matches(&matches)
             .map_err(|error| ConfigError::from_clap(error, &command))?;
+        if matches.value_source("mysql_password") == Some(clap::parser::ValueSource::CommandLine) {
+            return Err(ConfigError::Invalid(
+                "invalid configuration: MYSQL_PASSWORD: set it in the environment, not with \
+                 --mysql-password (a command line is visible to every user in /proc/*/cmdline)"
+                    .to_owned(),
+            ));
+        }
+        config.read_password_file()?;
         config.check_combinations()?;
         Ok(config)
+    }
+
+    /// MYSQL_PASSWORD_FILE's content as the password.
+    fn read_password_file(&mut self) -> Result<(), ConfigError> {
+        let Some(path) = &self.mysql_password_file else {
+            return Ok(());
+        };
+        if self.mysql_password.is_some() {
+            return Err(ConfigError::Invalid(
+                "invalid configuration: MYSQL_PASSWORD_FILE: MYSQL_PASSWORD is set too; set one"
+                    .to_owned(),
+            ));
+        }
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            ConfigError::Invalid(format!(
+                "invalid configuration: MYSQL_PASSWORD_FILE: cannot read {}: {error}",
+                path.display()
+            ))
+        })?;
+        let password = text.strip_suffix('\n').unwrap_or(&text);
+        let password = password.strip_suffix('\r').unwrap_or(password);
+        self.mysql_password = Some(Secret::new(password));
+        Ok(())
     }
 
     /// What no single value can say wrong: settings that need each other.
@@ -213,7 +309,8 @@ impl Config {
         if self.mysql().is_some() && self.mysql_password.is_none() {
             return Err(ConfigError::Invalid(
                 "invalid configuration: MYSQL_PASSWORD: must be set when MYSQL_HOST is \
-                 (the service's database user's password, from the environment)"
+                 (the service's database user's password, from the environment or \
+                 MYSQL_PASSWORD_FILE)"
                     .to_owned(),
             ));
         }
@@ -533,7 +630,13 @@ mod tests {
             message.starts_with("invalid configuration: MYSQL_PASSWORD: "),
             "{message}"
         );
-        let on = parse(&["--mysql-host", "db", "--mysql-password", "x"]).unwrap();
+        let on = parse(&["--mysql-host", ""]).unwrap();
+        let on = Config {
+            mysql_host: Some(OptionalHost(Some("db".to_owned()))),
+            mysql_password: Some(Secret("x".to_owned())),
+            ..on
+        };
+        assert!(on.check_combinations().is_ok());
         assert_eq!(on.mysql(), Some("db"));
         assert!(
             refusal(&["--mysql-host", "a b"]).starts_with("invalid configuration: MYSQL_HOST: ")
@@ -545,6 +648,70 @@ mod tests {
         );
         assert!(refusal(&["--mysql-timeout", "0s"]).contains("MYSQL_TIMEOUT"));
         assert!(refusal(&["--mysql-pool-size", "0"]).contains("MYSQL_POOL_SIZE"));
+    }
+
+    #[test]
+    fn the_database_password_is_refused_on_the_command_line() {
+        let message = refusal(&["--mysql-host", "db", "--mysql-password", "hunter2"]);
+        assert!(
+            message.starts_with("invalid configuration: MYSQL_PASSWORD: set it in the environment"),
+            "{message}"
+        );
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn the_database_password_may_come_from_a_file() {
+        let dir = std::env::temp_dir().join(format!("apm-demo-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("password");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let path = file.to_str().unwrap();
+        let config = parse(&["--mysql-host", "db", "--mysql-password-file", path]).unwrap();
+        assert_eq!(config.mysql_password.unwrap().expose(), "s3cret");
+        let missing = dir.join("missing");
+        let message = refusal(&["--mysql-password-file", missing.to_str().unwrap()]);
+        assert!(
+            message.starts_with("invalid configuration: MYSQL_PASSWORD_FILE: cannot read"),
+            "{message}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_password() {
+        let config = Config {
+            mysql_password: Some(Secret("hunter2".to_owned())),
+            ..parse(&[]).unwrap()
+        };
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(
+            printed.contains("mysql_password: Some(Secret(***))"),
+            "{printed}"
+        );
+    }
+
+    #[test]
+    fn the_exporter_is_one_of_two_and_a_refusal_lists_them() {
+        if std::env::var_os("TRACE_EXPORTER").is_none() {
+            assert_eq!(
+                parse(&[]).unwrap().trace_exporter,
+                TraceExporter::OpentelemetryDatadog
+            );
+        }
+        let config = parse(&["--trace-exporter", "datadog-opentelemetry"]).unwrap();
+        assert_eq!(config.trace_exporter, TraceExporter::DatadogOpentelemetry);
+        assert_eq!(config.trace_exporter.as_str(), "datadog-opentelemetry");
+        let message = refusal(&["--trace-exporter", "dd-trace-rs"]);
+        assert!(
+            message.starts_with("invalid configuration: TRACE_EXPORTER: "),
+            "{message}"
+        );
+        assert!(
+            message.ends_with("(allowed: opentelemetry-datadog, datadog-opentelemetry)"),
+            "{message}"
+        );
     }
 
     #[test]

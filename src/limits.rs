@@ -2,8 +2,8 @@
 //! sheds load at once instead of queueing without end.
 //!
 //! Run inside the request's span (`apm_demo::layered`), so that a refused or timed-out request still
-//! has its span: the answer carries a [`Limited`] marker, which the trace layer turns into the span's
-//! `error.type` and `error.message`.
+//! has its span: the answer carries a [`SpanError`] naming the limit, which the trace layer puts on
+//! the span (`error.type`, `error.message`).
 //!
 //! Written as a semaphore's `try_acquire` and tokio's `timeout` rather than tower's `LoadShed`,
 //! `GlobalConcurrencyLimit`, `Timeout` and axum's `HandleError`: the same behaviour, but tower's
@@ -21,7 +21,9 @@ use http::StatusCode;
 use http::header::RETRY_AFTER;
 use tokio::sync::Semaphore;
 
-/// Why the service answered for the handler: set on the response, read by the trace layer.
+use crate::telemetry::contract::SpanError;
+
+/// Why the service answered for the handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limited {
     /// More than `MAX_IN_FLIGHT` requests were in flight: 503 with `Retry-After`, at once.
@@ -90,7 +92,9 @@ fn answer(limited: Limited) -> Response {
             .into_response(),
         Limited::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT.into_response(),
     };
-    response.extensions_mut().insert(limited);
+    response
+        .extensions_mut()
+        .insert(SpanError::new(limited.error_type(), limited.message()));
     response
 }
 
@@ -103,7 +107,13 @@ mod tests {
         let response = answer(Limited::Shed);
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[RETRY_AFTER], "1");
-        assert_eq!(response.extensions().get(), Some(&Limited::Shed));
+        assert_eq!(
+            response.extensions().get(),
+            Some(&SpanError::new(
+                "load_shed",
+                "shed: too many requests in flight (MAX_IN_FLIGHT)"
+            ))
+        );
     }
 
     #[test]
@@ -113,7 +123,10 @@ mod tests {
         assert!(response.headers().get(RETRY_AFTER).is_none());
         assert_eq!(
             response.extensions().get(),
-            Some(&Limited::DeadlineExceeded)
+            Some(&SpanError::new(
+                "deadline_exceeded",
+                "the request ran past its deadline (REQUEST_TIMEOUT)"
+            ))
         );
     }
 }

@@ -2,11 +2,12 @@
 
 use std::process::ExitCode;
 
-use apm_demo::Application;
 use apm_demo::config::{Command, Config, ConfigError, FLUSH_TIMEOUT, SHUTDOWN_GRACE};
 use apm_demo::db::Database;
-use apm_demo::healthcheck;
 use apm_demo::telemetry::Telemetry;
+use apm_demo::telemetry::contract::InjectedPanic;
+use apm_demo::telemetry::trace_layer::panic_message;
+use apm_demo::{Application, healthcheck, routes};
 
 fn main() -> ExitCode {
     let config = match Config::from_env() {
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
             }
         };
     }
+    print_injected_panics_as_text();
     // Logs leave through a background writer, so that a slow stdout never stalls a request.
     let (writer, _flush_logs_on_exit) =
         tracing_appender::non_blocking::NonBlockingBuilder::default()
@@ -50,13 +52,24 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     let served = runtime.block_on(async {
         let db = Database::new(&config);
-        let app = Application::bind_with_database(&config, db.clone()).await?;
+        if db.is_configured() {
+            // In the background: the service starts whether or not its database is up, and a
+            // database route that comes before the schema makes it first.
+            tokio::spawn(make_schema(db.clone()));
+        }
+        let app = apm_demo::app(
+            &config,
+            telemetry.trace_layer(),
+            routes::service(db.clone()),
+        );
+        let app = Application::bind(&config, app).await?;
         tracing::info!(
             address = %app.local_addr(),
             service = %config.dd_service,
             env = %config.dd_env,
             version = %config.dd_version,
             tracing = config.dd_trace_enabled,
+            exporter = config.trace_exporter.as_str(),
             agent = %config.agent_url(),
             database = config.mysql().unwrap_or("none"),
             dbm = config.dd_dbm_propagation_mode.as_str(),
@@ -76,15 +89,17 @@ fn main() -> ExitCode {
     drop(runtime);
 
     let flushed = telemetry.shutdown(FLUSH_TIMEOUT);
-    let counts = telemetry.export_counts();
     match (&served, &flushed) {
         (Ok(()), Ok(())) => {
-            tracing::info!(
-                spans_exported = counts.exported,
-                spans_dropped = counts.dropped,
-                spans_failed = counts.failed,
-                "stopped"
-            );
+            match telemetry.export_counts() {
+                Some(counts) => tracing::info!(
+                    spans_exported = counts.exported,
+                    spans_dropped = counts.dropped,
+                    spans_failed = counts.failed,
+                    "stopped"
+                ),
+                None => tracing::info!("stopped"),
+            }
             ExitCode::SUCCESS
         }
         (Err(error), _) => {
@@ -96,6 +111,37 @@ fn main() -> ExitCode {
             tracing::warn!("{error:#}");
             ExitCode::SUCCESS
         }
+    }
+}
+
+/// The standard panic hook, except that a fault flag's panic (whose payload is not text, so the
+/// standard hook would print `Box<dyn Any>`) is printed with its message.
+fn print_injected_panics_as_text() {
+    let standard = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info.payload().is::<InjectedPanic>() {
+            let location = info.location().map(ToString::to_string);
+            eprintln!(
+                "thread '{}' panicked at {}:\n{}",
+                std::thread::current().name().unwrap_or("<unnamed>"),
+                location.as_deref().unwrap_or("an unknown place"),
+                panic_message(info.payload())
+            );
+        } else {
+            standard(info);
+        }
+    }));
+}
+
+/// Makes the database's schema, or says why not yet.
+async fn make_schema(db: Database) {
+    match db.ensure_schema().await {
+        Ok(()) => tracing::info!("database schema ready"),
+        Err(error) => tracing::warn!(
+            error.type = error.kind,
+            "database not ready at start ({}); the first database request will try again",
+            error.message
+        ),
     }
 }
 

@@ -30,36 +30,9 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds the configured address (port 0 picks a free port, which [`Self::local_addr`] tells).
-    pub async fn bind(config: &Config) -> std::io::Result<Self> {
-        Self::bind_with(config, crate::app(config)).await
-    }
-
-    /// Binds as [`Self::bind`], with the database's schema made at start (in the background: the
-    /// service starts whether or not its database is up; a database route made before the schema
-    /// makes it first).
-    pub async fn bind_with_database(
-        config: &Config,
-        db: crate::db::Database,
-    ) -> std::io::Result<Self> {
-        if db.is_configured() {
-            let schema = db.clone();
-            tokio::spawn(async move {
-                match schema.ensure_schema().await {
-                    Ok(()) => tracing::info!("database schema ready"),
-                    Err(error) => tracing::warn!(
-                        error.type = error.kind,
-                        "database not ready at start ({}); the first database request will try again",
-                        error.message
-                    ),
-                }
-            });
-        }
-        Self::bind_with(config, crate::app_with(config, db)).await
-    }
-
-    /// Binds as [`Self::bind`], serving `router` (tests serve routes the service does not have).
-    pub async fn bind_with(config: &Config, router: Router) -> std::io::Result<Self> {
+    /// Binds the configured address (port 0 picks a free port, which [`Self::local_addr`] tells), to
+    /// serve `router` (`apm_demo::app`).
+    pub async fn bind(config: &Config, router: Router) -> std::io::Result<Self> {
         let listener = TcpListener::bind(config.listen_addr()).await?;
         Ok(Self {
             listener,

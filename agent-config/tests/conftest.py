@@ -1,20 +1,20 @@
 """Fixtures: the agent-config tree, and private MariaDB servers for the MySQL tests.
 
-A server is Debian's real `mariadbd`, started from agent-config/mysql-conf/datadog-dbm.cnf (or a
-variant of it) on its own data directory, socket and a free loopback port, and stopped when its
-tests end, so that the tests never touch a MariaDB the machine already runs. `make test` installs
-the package when `mariadbd` is missing.
+A server is Debian's real `mariadbd` started by the project's one launcher (local/mariadb_server.py):
+its own data directory, socket and free loopback port, agent-config/mysql-conf/ (or a variant of it)
+included as the MySQL image includes conf.d, stopped when its tests end, so that the tests never touch
+a MariaDB the machine already runs. `make test` installs the package when `mariadbd` is missing. The
+tests run the setup scripts themselves, as the image's entrypoint runs them (the launcher's
+run_init_files), so that each can run a variant of a script.
 """
 
 import contextlib
 import os
 import re
 import secrets
-import shutil
-import socket
 import subprocess
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pymysql
@@ -22,6 +22,9 @@ import pytest
 import yaml
 
 AGENT_CONFIG = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(AGENT_CONFIG.parent / "local"))
+
+import mariadb_server as launcher  # noqa: E402
 
 
 def load_yaml(relative):
@@ -34,121 +37,50 @@ def agent_config():
     return AGENT_CONFIG
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _find(*names):
-    for name in names:
-        path = shutil.which(name) or (Path("/usr/sbin") / name if (Path("/usr/sbin") / name).exists() else None)
-        if path:
-            return str(path)
-    raise RuntimeError(f"none of {names} is installed: run `make test`, which installs mariadb-server")
-
-
 DBM_CNF = AGENT_CONFIG / "mysql-conf" / "datadog-dbm.cnf"
+# The MySQL 8.4 default that the demo's options override and MariaDB does not share, placed before
+# them as a built-in default: binary logging on, in files named binlog.* (MySQL 8.4 Reference Manual,
+# 7.4.4 "The Binary Log": "Binary logging is enabled by default"; MariaDB's default is off). With
+# it, each server here shows that the options turn the binary log off, as they must on MySQL 8.4.
+MYSQL_84_DEFAULTS = "log-bin = binlog"
 
 
 @pytest.fixture(scope="session")
 def datadir_template():
-    """One freshly installed data directory, copied for each server: installing takes seconds, a copy
-    a fraction of one."""
-    base = tempfile.mkdtemp(prefix="apm-demo-mariadb-template-")
-    datadir = Path(base) / "data"
-    subprocess.run(
-        [_find("mariadb-install-db", "mysql_install_db"), f"--datadir={datadir}", "--user=root",
-         "--auth-root-authentication-method=socket", "--skip-test-db"],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    yield datadir
-    shutil.rmtree(base, ignore_errors=True)
+    """One server directory through the first start's setup (system tables, root's password) and no
+    init files, whose data each server copies: installing takes seconds, a copy a fraction of one."""
+    with tempfile.TemporaryDirectory(prefix="apm-demo-mariadb-template-") as base:
+        launcher.MariaDB(base, initdb_dir=None).install()
+        yield base
 
 
-class MariaDB:
-    """A private mariadbd: root over its socket, other users over TCP on 127.0.0.1.
-
-    Its options file is `options` (by default agent-config/mysql-conf/datadog-dbm.cnf, as docker
-    compose mounts it) followed by what this fixture needs, and mariadbd reads that file alone
-    (--defaults-file), so the tests see exactly the server options the file gives."""
-
-    def __init__(self, base, datadir_template, options=None):
-        self.base = Path(base)
-        self.datadir = self.base / "data"
-        self.socket = str(self.base / "mysqld.sock")
-        self.port = _free_port()
-        self.options = DBM_CNF.read_text() if options is None else options
-        self.datadir_template = datadir_template
-        self.process = None
-
-    def start(self):
-        shutil.copytree(self.datadir_template, self.datadir, symlinks=True)
-        defaults = self.base / "my.cnf"
-        defaults.write_text(self.options + "\n".join([
-            "",
-            "# The fixture's own: a private data directory, socket and port.",
-            "[mysqld]",
-            f"datadir = {self.datadir}",
-            "user = root",
-            f"socket = {self.socket}",
-            f"port = {self.port}",
-            "bind-address = 127.0.0.1",
-            f"pid-file = {self.base / 'mysqld.pid'}",
-            # A binary log, so that SHOW BINARY LOGS answers instead of failing for want of one (the
-            # MySQL 8 image logs by default).
-            "log-bin = mariadb-bin",
-            "server-id = 1",
-            # Small, so that the servers the tests start now and then stay cheap.
-            "innodb_buffer_pool_size = 16M",
-            "",
-        ]))
-        self.log = open(self.base / "mariadbd.log", "w")
-        self.process = subprocess.Popen(
-            [_find("mariadbd", "mysqld"), f"--defaults-file={defaults}"],
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                self.root().close()
-                return
-            except pymysql.err.OperationalError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("mariadbd did not start:\n" + (self.base / "mariadbd.log").read_text())
-                time.sleep(0.1)
-
-    def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=60)
-        if self.process:
-            self.log.close()
+class MariaDB(launcher.MariaDB):
+    """A launcher's server with pymysql connections: root over its socket, other users over TCP on
+    127.0.0.1, as the Agent and the app connect."""
 
     def root(self, **kwargs):
-        return pymysql.connect(unix_socket=self.socket, user="root", autocommit=True, **kwargs)
-
-    def connect(self, user, password, **kwargs):
-        return pymysql.connect(host="127.0.0.1", port=self.port, user=user, password=password, autocommit=True,
+        return pymysql.connect(unix_socket=self.socket, user="root", password=self.root_password, autocommit=True,
                                **kwargs)
 
-    def client_command(self):
-        """The `mysql` command line of root, as the setup scripts expect in MYSQL. --comments as the
-        MySQL image's docker_process_sql passes it: the scripts' SQL comments must not break there."""
-        return f"{_find('mariadb', 'mysql')} --no-defaults --socket={self.socket} -uroot --comments"
+    def connect(self, user, password, **kwargs):
+        return pymysql.connect(host=self.host, port=self.port, user=user, password=password, autocommit=True,
+                               **kwargs)
 
 
 @contextlib.contextmanager
 def mariadb_server(datadir_template, options=None):
-    """A server of its own, on its own data directory, stopped and removed on leaving."""
-    base = tempfile.mkdtemp(prefix="apm-demo-mariadb-")
-    server = MariaDB(base, datadir_template, options)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(base, ignore_errors=True)
+    """A server of its own, on a copy of the template's data, with agent-config/mysql-conf/ or, given
+    `options`, a directory holding that text as datadog-dbm.cnf in its place; stopped and removed on
+    leaving."""
+    with tempfile.TemporaryDirectory(prefix="apm-demo-mariadb-") as base:
+        conf_dir = launcher.CONF_DIR
+        if options is not None:
+            conf_dir = Path(base) / "conf"
+            conf_dir.mkdir()
+            (conf_dir / DBM_CNF.name).write_text(options)
+        with MariaDB(Path(base) / "server", template=datadir_template, conf_dir=conf_dir, initdb_dir=None,
+                     server_defaults=MYSQL_84_DEFAULTS) as server:
+            yield server
 
 
 @pytest.fixture(scope="session")
@@ -158,9 +90,16 @@ def mariadb(datadir_template):
 
 
 def run_script(server, script, **env):
-    """Runs a setup script of agent-config/mysql (or a path) against the server, as root."""
+    """Runs a setup script of agent-config/mysql (or a path) against the server as the MySQL image's
+    entrypoint runs /docker-entrypoint-initdb.d (sourced, with docker_process_sql as root)."""
     path = script if isinstance(script, Path) else AGENT_CONFIG / "mysql" / script
-    return subprocess.run(["sh", str(path)], env=dict(os.environ, MYSQL=server.client_command(), **env),
+    return server.run_init_files([path], env)
+
+
+def run_by_hand(server, script, **env):
+    """Runs a setup script as docs/agent.md says to by hand: `MYSQL="mysql -uroot -p..." sh script`."""
+    client = " ".join(server.client("--comments"))
+    return subprocess.run(["sh", str(AGENT_CONFIG / "mysql" / script)], env=dict(os.environ, MYSQL=client, **env),
                           capture_output=True, text=True)
 
 

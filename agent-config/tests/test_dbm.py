@@ -215,16 +215,99 @@ def probe_agent_turns_consumers_back_on(setup):
                            "WHERE name LIKE 'events_statements_%' OR name = 'events_waits_current'")
 
 
+def probe_binary_log_off(setup):
+    """The demo's options turn the binary log off, over MySQL 8.4's default (conftest.MYSQL_84_DEFAULTS)."""
+    with closing(setup.datadog()) as datadog, closing(datadog.cursor()) as cursor:
+        cursor.execute("SHOW GLOBAL VARIABLES LIKE 'log_bin'")
+        assert cursor.fetchone() == ("log_bin", "OFF")
+
+
+# A security review's oracle: EXPLAIN evaluates a constant subquery while it plans, so the plan says
+# whether the condition holds ("const" for id 1, "Impossible WHERE" for 999), here a condition on the
+# server's accounts; one CALL per bit. Explained by a root definer it answers; by the explain
+# procedures' own account it is refused.
+ORACLE = ("SELECT id FROM apm_demo.visits WHERE id = "
+          "IF((SELECT COUNT(*) FROM mysql.user WHERE user = 'root') > 0, 1, 999)")
+
+
+def probe_explain_reads_nothing_outside_apm_demo(setup):
+    with closing(setup.app()) as app:  # a visit with id 1: the two plans differ
+        run_as_app(app, CREATE_VISITS, "INSERT INTO visits (page) VALUES ('/')")
+    with closing(setup.datadog()) as datadog, closing(datadog.cursor()) as cursor:
+        cursor.execute("USE apm_demo")
+        for procedure in ("explain_statement", "datadog.explain_statement"):
+            try:
+                cursor.execute(f"CALL {procedure}(%s)", (ORACLE,))
+                plan = cursor.fetchone()[0]
+            except pymysql.err.MySQLError as refused:
+                # SELECT command denied to user 'datadog_explain'@'localhost' for table `mysql`.`user`
+                assert refused.args[0] == 1142 and "`mysql`.`user`" in refused.args[1], refused
+            else:
+                raise AssertionError(f"{procedure} explained a statement that reads mysql.user: {plan[:200]}")
+
+
+# The locked accounts the procedures run as, and what each holds (test_mysql.py holds the `datadog`
+# user's own grants).
+DEFINER_GRANTS = {
+    "datadog_explain@localhost": {"USAGE ON *.*", "SELECT ON apm_demo.*",
+                                  "EXECUTE ON PROCEDURE datadog.explain_statement",
+                                  "EXECUTE ON PROCEDURE apm_demo.explain_statement"},
+    "datadog_consumers@localhost": {"USAGE ON *.*", "SELECT ON performance_schema.setup_consumers",
+                                    "UPDATE ON performance_schema.setup_consumers",
+                                    "EXECUTE ON PROCEDURE datadog.enable_events_statements_consumers"},
+}
+PROCEDURE_DEFINERS = {
+    "datadog.explain_statement": "datadog_explain@localhost",
+    "apm_demo.explain_statement": "datadog_explain@localhost",
+    "datadog.enable_events_statements_consumers": "datadog_consumers@localhost",
+}
+
+
+def privileges(grants):
+    """SHOW GRANTS rows as a set of "PRIVILEGE ON object", backquotes dropped."""
+    found = set()
+    for what, on in re.findall(r"GRANT (.+?) ON ((?:PROCEDURE )?\S+) TO", " ".join(grants)):
+        found |= {f"{p.strip()} ON {on.replace('`', '')}" for p in what.split(",")}
+    return found
+
+
+def probe_procedures_run_as_their_own_definers(setup):
+    with closing(setup.server.root()) as root, closing(root.cursor()) as cursor:
+        cursor.execute("SELECT CONCAT(ROUTINE_SCHEMA, '.', ROUTINE_NAME), DEFINER, SECURITY_TYPE "
+                       "FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA IN ('datadog', 'apm_demo')")
+        routines = {name: (definer, security) for name, definer, security in cursor.fetchall()}
+        assert routines == {name: (definer, "DEFINER") for name, definer in PROCEDURE_DEFINERS.items()}, routines
+        for account, expected in DEFINER_GRANTS.items():
+            user, host = account.split("@")
+            cursor.execute("SHOW GRANTS FOR %s@%s", (user, host))
+            assert privileges(row[0] for row in cursor.fetchall()) == expected, account
+
+
+def probe_definers_cannot_log_in(setup):
+    """Not even over the socket with their empty password, where an unlocked one would get in."""
+    for account in DEFINER_GRANTS:
+        try:
+            pymysql.connect(unix_socket=setup.server.socket, user=account.split("@")[0], password="").close()
+        except pymysql.err.OperationalError as refused:
+            assert refused.args[0] == 4151, refused  # Access denied, this account is locked
+        else:
+            raise AssertionError(f"{account} logged in")
+
+
 # By name. The last switches the consumers off and back on; on the shared server it runs after those
 # that read them.
 PROBES = {probe.__name__.removeprefix("probe_"): probe for probe in [
     probe_setup_scripts,
+    probe_binary_log_off,
     probe_performance_schema,
     probe_statements_consumers_on_from_the_start,
     probe_waits_consumer_on,
     *(probe_sample(table) for table in dbm_agent.STATEMENT_TABLES),
     probe_explain_in_the_apps_schema,
     probe_explain_without_a_schema,
+    probe_explain_reads_nothing_outside_apm_demo,
+    probe_procedures_run_as_their_own_definers,
+    probe_definers_cannot_log_in,
     probe_long_statement_text,
     probe_long_statement_digest,
     probe_check_statements,
@@ -268,6 +351,22 @@ def test_the_datadog_user_cannot_read_the_apps_table_itself(dbm):
             assert refused.value.args[0] == 1142, refused.value  # SELECT command denied
 
 
+def test_the_agent_gets_no_plan_for_the_apps_insert(dbm):
+    """EXPLAIN of an INSERT needs INSERT, which the explain procedures' account does not hold. The
+    Agent explains INSERTs too (statement_samples.py SUPPORTED_EXPLAIN_STATEMENTS), gets 1142 from
+    each strategy (no warning: 1142 is not among its PYMYSQL_MISSING_EXPLAIN_STATEMENT_PROC_ERRORS)
+    and sends the sample without a plan; the plan of a one-row VALUES insert has no access path to
+    read. The app's SELECTs are explained (the probes above)."""
+    statement = dbm_comment() + "INSERT INTO visits (page, user_agent) VALUES ('/', 'test')"
+    with closing(dbm.app()) as app:
+        run_as_app(app, CREATE_VISITS, statement)
+        sample = find_sample(dbm, statement)
+    with closing(dbm.datadog()) as datadog, pytest.raises(dbm_agent.ExplainFailed) as failed:
+        dbm_agent.explain(datadog, sample["current_schema"], sample["sql_text"])
+    codes = {strategy: error.args[0] for strategy, error in failed.value.args[0].items()}
+    assert codes == {"PROCEDURE": 1142, "FQ_PROCEDURE": 1142, "STATEMENT": 1142}, failed.value
+
+
 def test_query_activity_shows_the_running_statement_with_its_comment(dbm):
     statement = dbm_comment() + "SELECT SLEEP(2)"
     app = dbm.app()
@@ -309,6 +408,7 @@ CNF_LINE_PROBES = {
     "max-digest-length": "long_statement_digest",
     "performance-schema-max-digest-length": "long_statement_digest",
     "performance-schema-max-sql-text-length": "long_statement_text",
+    "skip-log-bin": "binary_log_off",
 }
 
 
@@ -325,21 +425,46 @@ def test_without_each_line_of_the_cnf_its_probe_fails(datadir_template, line):
 
 # Why each statement of datadog-user.sh is there: the probe that fails without it.
 SCRIPT_STATEMENT_PROBES = [
-    (r"^CREATE USER IF NOT EXISTS 'datadog'", "setup_scripts"),
+    (r"^CREATE USER IF NOT EXISTS 'datadog'@", "setup_scripts"),
     (r"^ALTER USER 'datadog'@'%' WITH MAX_USER_CONNECTIONS 5$", "connection_limit"),
-    (r"^GRANT REPLICATION CLIENT ON \*\.\*", "check_statements"),
     (r"^GRANT PROCESS ON \*\.\*", "check_statements"),
     (r"^GRANT SELECT ON performance_schema\.\*", "sample_in_events_statements_current"),
     (r"^CREATE SCHEMA IF NOT EXISTS datadog$", "setup_scripts"),
     (r"^GRANT EXECUTE ON datadog\.\*", "explain_without_a_schema"),
+    # The grant that follows names the account, which must exist (NO_AUTO_CREATE_USER; MySQL 8 never
+    # creates one in GRANT).
+    (r"^CREATE USER IF NOT EXISTS 'datadog_explain'@'localhost' ACCOUNT LOCK$", "setup_scripts"),
+    (r"^GRANT SELECT ON apm_demo\.\* TO 'datadog_explain'", "explain_in_the_apps_schema"),
+    (r"^CREATE USER IF NOT EXISTS 'datadog_consumers'@'localhost' ACCOUNT LOCK$", "setup_scripts"),
+    (r"^GRANT UPDATE ON performance_schema\.setup_consumers TO 'datadog_consumers'", "agent_turns_consumers_back_on"),
+    (r"^GRANT SELECT ON performance_schema\.setup_consumers TO 'datadog_consumers'", "agent_turns_consumers_back_on"),
     # A second run would find the procedure there already.
     (r"^DROP PROCEDURE IF EXISTS datadog\.explain_statement$", "setup_scripts"),
-    (r"^CREATE PROCEDURE datadog\.explain_statement\(", "explain_without_a_schema"),
+    (r"^CREATE DEFINER = 'datadog_explain'@'localhost' PROCEDURE datadog\.explain_statement\(",
+     "explain_without_a_schema"),
+    (r"^GRANT EXECUTE ON PROCEDURE datadog\.explain_statement TO 'datadog_explain'", "explain_without_a_schema"),
     (r"^DROP PROCEDURE IF EXISTS datadog\.enable_events_statements_consumers$", "setup_scripts"),
-    (r"^CREATE PROCEDURE datadog\.enable_events_statements_consumers\(", "agent_turns_consumers_back_on"),
+    (r"^CREATE DEFINER = 'datadog_consumers'@'localhost' PROCEDURE datadog\.enable_events_statements_consumers\(",
+     "agent_turns_consumers_back_on"),
+    (r"^GRANT EXECUTE ON PROCEDURE datadog\.enable_events_statements_consumers TO 'datadog_consumers'",
+     "agent_turns_consumers_back_on"),
     (r"^DROP PROCEDURE IF EXISTS apm_demo\.explain_statement$", "setup_scripts"),
-    (r"^CREATE PROCEDURE apm_demo\.explain_statement\(", "explain_in_the_apps_schema"),
-    (r"^GRANT EXECUTE ON PROCEDURE apm_demo\.explain_statement ", "explain_in_the_apps_schema"),
+    (r"^CREATE DEFINER = 'datadog_explain'@'localhost' PROCEDURE apm_demo\.explain_statement\(",
+     "explain_in_the_apps_schema"),
+    (r"^GRANT EXECUTE ON PROCEDURE apm_demo\.explain_statement TO 'datadog_explain'", "explain_in_the_apps_schema"),
+    (r"^GRANT EXECUTE ON PROCEDURE apm_demo\.explain_statement TO 'datadog'", "explain_in_the_apps_schema"),
+]
+# Why each clause that is not a statement of its own is there: (its statement, the clause, the probe
+# that fails when only the clause is left out).
+SCRIPT_CLAUSE_PROBES = [
+    (r"^CREATE USER IF NOT EXISTS 'datadog_explain'", " ACCOUNT LOCK", "definers_cannot_log_in"),
+    (r"^CREATE USER IF NOT EXISTS 'datadog_consumers'", " ACCOUNT LOCK", "definers_cannot_log_in"),
+    (r"^CREATE DEFINER = \S+ PROCEDURE datadog\.explain_statement", "DEFINER = 'datadog_explain'@'localhost' ",
+     "explain_reads_nothing_outside_apm_demo"),
+    (r"^CREATE DEFINER = \S+ PROCEDURE apm_demo\.explain_statement", "DEFINER = 'datadog_explain'@'localhost' ",
+     "explain_reads_nothing_outside_apm_demo"),
+    (r"^CREATE DEFINER = \S+ PROCEDURE datadog\.enable_events_statements_consumers",
+     "DEFINER = 'datadog_consumers'@'localhost' ", "procedures_run_as_their_own_definers"),
 ]
 
 
@@ -351,8 +476,8 @@ def test_every_statement_of_datadog_user_sh_has_a_probe():
 
 
 def statement_id(statement):
-    """A statement's first line, without its password, grantee or parameters: the test's id."""
-    return re.sub(r"\s+(IDENTIFIED BY|TO) .*$|\(.*$", "", statement.splitlines()[0])
+    """A statement's first line, without its password or parameters: the test's id."""
+    return re.sub(r"\s+IDENTIFIED BY .*$|\(.*$", "", statement.splitlines()[0])
 
 
 @pytest.mark.parametrize("index", range(len(SCRIPT_STATEMENT_PROBES)),
@@ -365,6 +490,22 @@ def test_without_each_statement_of_datadog_user_sh_its_probe_fails(datadir_templ
     without.write_text(script.replace(statement + delimiter, "", 1))
     with mariadb_server(datadir_template) as server, pytest.raises(PROBE_FAILURES):
         PROBES[SCRIPT_STATEMENT_PROBES[index][1]](set_up(server, without))
+
+
+@pytest.mark.parametrize("index", range(len(SCRIPT_CLAUSE_PROBES)),
+                         ids=[f"{clause.strip()} in {pattern.split()[-1]}" for pattern, clause, _ in SCRIPT_CLAUSE_PROBES])
+def test_without_each_clause_of_datadog_user_sh_its_probe_fails(datadir_template, tmp_path, index):
+    pattern, clause, probe = SCRIPT_CLAUSE_PROBES[index]
+    script = DATADOG_USER_SH.read_text()
+    (statement, delimiter), = [(s, d) for s, d in script_statements(script) if re.search(pattern, s)]
+    assert clause in statement and script.count(statement + delimiter) == 1, statement
+    without = tmp_path / "datadog-user.sh"
+    without.write_text(script.replace(statement + delimiter, statement.replace(clause, "", 1) + delimiter))
+    with mariadb_server(datadir_template) as server:
+        setup = set_up(server, without)
+        probe_setup_scripts(setup)  # the script still runs: only the probe's property is gone
+        with pytest.raises(PROBE_FAILURES):
+            PROBES[probe](setup)
 
 
 # --- The configuration around it. ---
@@ -387,6 +528,9 @@ MYSQL_84_OPTIONS = {
         "events-transactions-history-long", "events-waits-current", "events-waits-history",
         "events-waits-history-long", "global-instrumentation", "statements-digest",
         "thread-instrumentation")),
+    # "--skip-log-bin or --disable-log-bin" (7.4.4 "The Binary Log"); an option file takes a long
+    # option's name without its dashes (6.2.2.2 "Using Option Files").
+    "skip-log-bin",
 }
 
 

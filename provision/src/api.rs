@@ -3,11 +3,18 @@
 //! 429 waits as long as the API asks (Retry-After or X-RateLimit-Reset, at most a minute) and tries
 //! again; a 5xx or a broken connection is tried again a bounded number of times with backoff; 401/403
 //! and other 4xx fail at once with the API's own error text.
+//!
+//! No redirect is followed: a 3xx is an error. reqwest's default policy follows up to ten, and on a
+//! redirect to another host drops only `Authorization`, `Cookie`, `Proxy-Authorization` and
+//! `WWW-Authenticate` (reqwest 0.13, src/redirect.rs, `remove_sensitive_headers`): `DD-API-KEY` and
+//! `DD-APPLICATION-KEY` would go wherever the answer points. Datadog's API does not redirect.
 
+use std::fmt;
 use std::time::Duration;
 
-use reqwest::Method;
 use reqwest::blocking::{Client, Response};
+use reqwest::header::LOCATION;
+use reqwest::{Method, redirect};
 use serde_json::Value;
 
 /// Attempts for a request answered 5xx, or not answered.
@@ -16,11 +23,20 @@ const SERVER_ERROR_ATTEMPTS: u32 = 3;
 const RATE_LIMIT_ATTEMPTS: u32 = 5;
 const LONGEST_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
 
-/// The keys and where to send them.
-#[derive(Debug, Clone)]
+/// The keys. Their `Debug` shows neither, so that no log line or error can print them.
+#[derive(Clone)]
 pub struct Credentials {
     pub api_key: String,
     pub app_key: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("api_key", &format_args!("<redacted>"))
+            .field("app_key", &format_args!("<redacted>"))
+            .finish()
+    }
 }
 
 pub struct Api {
@@ -32,9 +48,10 @@ pub struct Api {
 }
 
 impl Api {
-    /// `base` is `https://api.<site>` (or a local server in tests).
+    /// `base` is `https://api.<site>`, or the URL given with `--api-url` (site.rs checks both).
     pub fn new(base: impl Into<String>, credentials: Credentials) -> anyhow::Result<Self> {
         let http = Client::builder()
+            .redirect(redirect::Policy::none())
             .timeout(Duration::from_secs(30))
             .user_agent(concat!("apm-demo-provision/", env!("CARGO_PKG_VERSION")))
             .build()?;
@@ -72,7 +89,8 @@ impl Api {
         self.send(Method::DELETE, path, None)
     }
 
-    fn send(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+    /// `method` on `path`, with `body` as JSON; the answer's JSON (null when empty).
+    pub fn send(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
         let (mut server_errors, mut rate_limits) = (0, 0);
         loop {
             let mut request = self
@@ -115,6 +133,22 @@ impl Api {
                 eprintln!("rate limited (429): waiting {wait:?} as the API asks");
                 std::thread::sleep(wait);
                 continue;
+            }
+            if status.is_redirection() {
+                let location = response
+                    .headers()
+                    .get(LOCATION)
+                    .map(|l| {
+                        String::from_utf8_lossy(l.as_bytes())
+                            .chars()
+                            .take(200)
+                            .collect::<String>()
+                    })
+                    .unwrap_or_default();
+                anyhow::bail!(
+                    "{method} {path}: {status}: the API redirects to {location:?}; provision follows \
+                     no redirect (the keys would go with it): check DD_SITE or --api-url"
+                );
             }
             let text = response.text().unwrap_or_default();
             if status.is_server_error() {

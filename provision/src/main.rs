@@ -9,6 +9,7 @@ use jiff::tz::TimeZone;
 use provision::api::{Api, Credentials};
 use provision::apply::{self, WebApp};
 use provision::resources::{self, Settings};
+use provision::site;
 
 /// The seed exercise's dashboards, monitors and downtimes, as code, applied through the Datadog API.
 #[derive(Debug, Parser)]
@@ -45,11 +46,18 @@ struct Cli {
     /// The service's environment, as in DD_ENV.
     #[arg(long, global = true, env = "DD_ENV", default_value = "demo")]
     env: String,
-    /// Datadog site.
-    #[arg(long, global = true, env = "DD_SITE", default_value = "datadoghq.com")]
+    /// Datadog site (datadoghq.com, datadoghq.eu, us5.datadoghq.com, ...): the API is https://api.<site>.
+    #[arg(
+        long,
+        global = true,
+        env = "DD_SITE",
+        default_value = "datadoghq.com",
+        value_parser = site::site
+    )]
     site: String,
-    /// API base URL (default: https://api.<site>); for a proxy or a test server.
-    #[arg(long, global = true, env = "DD_API_URL", hide = true)]
+    /// API base URL instead of https://api.<site>, for a proxy (https) or a test server (http on
+    /// 127.0.0.1). On the command line only: never from the environment or .env.
+    #[arg(long, global = true, value_parser = site::api_url)]
     api_url: Option<String>,
 }
 
@@ -69,11 +77,15 @@ enum Command {
     Snapshot,
 }
 
+/// Bad configuration (a malformed .env, a key missing, DD_API_URL set) exits with 2, as clap does
+/// for a bad flag or variable.
+const USAGE: u8 = 2;
+
 fn main() -> ExitCode {
     // Before parsing: flags and keys fall back on the environment, which falls back on .env.
     if let Err(error) = load_dotenv() {
         eprintln!("provision: .env: {error}");
-        return ExitCode::FAILURE;
+        return ExitCode::from(USAGE);
     }
     let cli = Cli::parse();
     let settings = Settings {
@@ -82,7 +94,20 @@ fn main() -> ExitCode {
         env: cli.env.clone(),
         now: Timestamp::now().to_zoned(cli.timezone.clone()),
     };
-    match run(&cli, &settings) {
+    let outcome = if let Command::Plan { json } = cli.command {
+        print_plan(&settings, json)
+    } else {
+        match settle(&cli) {
+            Ok((base, credentials)) => {
+                Api::new(base, credentials).and_then(|api| run(&cli, &api, &settings))
+            }
+            Err(message) => {
+                eprintln!("provision: {message}");
+                return ExitCode::from(USAGE);
+            }
+        }
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("provision: {error:#}");
@@ -111,32 +136,44 @@ fn load_dotenv() -> Result<(), dotenvy::Error> {
     Ok(())
 }
 
-fn run(cli: &Cli, settings: &Settings) -> anyhow::Result<()> {
-    if let Command::Plan { json } = cli.command {
-        let plan = resources::plan(settings);
-        if json {
-            println!("{}", serde_json::to_string_pretty(&plan)?);
-        } else {
-            for (kind, bodies) in [
-                ("dashboard", serde_json::to_value(&plan.dashboards)?),
-                ("monitor", serde_json::to_value(&plan.monitors)?),
-                ("downtime", serde_json::to_value(&plan.downtimes)?),
-            ] {
-                for body in bodies.as_array().into_iter().flatten() {
-                    println!("# {kind}\n{}\n", serde_json::to_string_pretty(body)?);
-                }
-            }
-        }
+fn print_plan(settings: &Settings, json: bool) -> anyhow::Result<()> {
+    let plan = resources::plan(settings);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
         return Ok(());
     }
+    for (kind, bodies) in [
+        ("dashboard", serde_json::to_value(&plan.dashboards)?),
+        ("monitor", serde_json::to_value(&plan.monitors)?),
+        ("downtime", serde_json::to_value(&plan.downtimes)?),
+    ] {
+        for body in bodies.as_array().into_iter().flatten() {
+            println!("# {kind}\n{}\n", serde_json::to_string_pretty(body)?);
+        }
+    }
+    Ok(())
+}
 
-    // Every other command talks to Datadog: both keys, before any request.
+/// Where every command that talks to Datadog sends its requests, and the keys, settled before any
+/// request: the URL from the command line or the site. Err is a configuration error, naming the
+/// variable.
+fn settle(cli: &Cli) -> Result<(String, Credentials), String> {
+    // Read by an earlier provision (a hidden test setting); a URL from the environment or ./.env
+    // could send the keys anywhere, so it is refused rather than silently replaced by the site's.
+    if std::env::var_os("DD_API_URL").is_some_and(|v| !v.is_empty()) {
+        return Err(
+            "DD_API_URL is not read: the keys go to https://api.<DD_SITE>, or to a URL \
+                    given on the command line with --api-url; unset DD_API_URL (or remove it \
+                    from .env)"
+                .into(),
+        );
+    }
     let key = |name: &str| {
         std::env::var(name)
             .ok()
             .filter(|v| !v.trim().is_empty())
             .ok_or_else(|| {
-                anyhow::anyhow!("{name} is not set: export it or put it in .env (see .env.example)")
+                format!("{name} is not set: export it or put it in .env (see .env.example)")
             })
     };
     let credentials = Credentials {
@@ -147,18 +184,21 @@ fn run(cli: &Cli, settings: &Settings) -> anyhow::Result<()> {
         .api_url
         .clone()
         .unwrap_or_else(|| format!("https://api.{}", cli.site));
-    let api = Api::new(base, credentials)?;
+    Ok((base, credentials))
+}
+
+fn run(cli: &Cli, api: &Api, settings: &Settings) -> anyhow::Result<()> {
     let web = WebApp::for_site(&cli.site);
     let outcome = match cli.command {
-        Command::Apply => apply::apply(&api, settings, &web),
-        Command::Destroy => apply::destroy(&api, settings, &web),
+        Command::Apply => apply::apply(api, settings, &web),
+        Command::Destroy => apply::destroy(api, settings, &web),
         Command::Snapshot => {
             let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64;
-            let (snapshot, event) = provision::snapshot::post(&api, settings, now)?;
+            let (snapshot, event) = provision::snapshot::post(api, settings, now)?;
             println!("snapshot {snapshot}\nevent    {event}");
             return Ok(());
         }
-        Command::Plan { .. } => unreachable!("handled above"),
+        Command::Plan { .. } => unreachable!("handled in main"),
     };
     match outcome {
         Ok(report) => {

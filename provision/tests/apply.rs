@@ -350,7 +350,7 @@ fn actions(report: &apply::Report) -> Vec<(&'static str, Action)> {
 
 /// The planned monitors' names, in plan order.
 fn planned_monitors() -> Vec<String> {
-    resources::monitors(&settings())
+    resources::monitors::all(&settings())
         .into_iter()
         .map(|m| m.name)
         .collect()
@@ -408,9 +408,35 @@ fn first_apply_creates_everything_and_the_downtimes_cover_every_monitor() {
         }
     }
     let urls: Vec<&str> = report.outcomes.iter().map(|o| o.url.as_str()).collect();
-    assert!(
-        urls[0].starts_with("https://app.datadoghq.com/dashboard/abc-def-"),
-        "{urls:?}"
+    // Each dashboard at the URL the API gave it, opened live; each downtime by its id.
+    for (i, dashboard) in s.dashboards.iter().enumerate() {
+        assert_eq!(
+            urls[i],
+            format!(
+                "https://app.datadoghq.com{}?live=true",
+                dashboard["url"].as_str().unwrap()
+            )
+        );
+        assert_eq!(
+            report.outcomes[i].name,
+            dashboard["title"].as_str().unwrap()
+        );
+    }
+    for (i, downtime) in s.downtimes.iter().enumerate() {
+        assert_eq!(
+            urls[5 + i],
+            format!(
+                "https://app.datadoghq.com/monitors/downtimes?id={}",
+                downtime["id"].as_str().unwrap()
+            )
+        );
+    }
+    assert_eq!(
+        [&report.outcomes[5].name, &report.outcomes[6].name],
+        [
+            "weeknights (FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR)",
+            "weekend (FREQ=WEEKLY;BYDAY=SA)"
+        ]
     );
     for (i, monitor) in s.monitors.iter().enumerate() {
         assert_eq!(
@@ -758,9 +784,8 @@ fn a_missing_key_is_an_error_before_any_request() {
         // A directory without .env (provision reads ./.env).
         .current_dir(env!("CARGO_TARGET_TMPDIR"))
         .env_clear()
-        .env("DD_API_URL", &base)
         .env("DD_APP_KEY", "set")
-        .arg("apply")
+        .args(["apply", "--api-url", &base])
         .output()
         .unwrap();
     assert!(!output.status.success());

@@ -46,8 +46,7 @@ fn destroy(test: &str, api_url: &str) -> Output {
         .env_clear()
         .env("DD_API_KEY", "test-api-key") // pragma: allowlist secret
         .env("DD_APP_KEY", "test-app-key") // pragma: allowlist secret
-        .env("DD_API_URL", api_url)
-        .arg("destroy")
+        .args(["destroy", "--api-url", api_url])
         .output()
         .unwrap()
 }

@@ -63,10 +63,21 @@ fn visit((id, page, user_agent, created_at): VisitRow) -> Visit {
 
 /// The database of the routes: configured or not (`MYSQL_HOST` unset: every call fails with
 /// `not_configured`, and the routes answer 503).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Database {
     runner: Option<Arc<Runner>>,
     schema_ready: Arc<AtomicBool>,
+}
+
+/// Where the statements go, never the password: the pool's options hold it, and mysql_async's own
+/// `Debug` would print them.
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("peer", &self.runner.as_ref().map(|runner| &runner.peer))
+            .field("schema_ready", &self.schema_ready.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Database {
@@ -202,7 +213,7 @@ fn pool_opts(config: &Config, peer: &Peer) -> Opts {
         .ip_or_hostname(peer.host.clone())
         .tcp_port(peer.port)
         .user(Some(peer.user.clone()))
-        .pass(config.mysql_password.clone())
+        .pass(config.mysql_password.as_ref().map(|p| p.expose()))
         .db_name(Some(peer.database.clone()))
         .init(vec!["SET time_zone = '+00:00'"])
         .pool_opts(
@@ -212,4 +223,23 @@ fn pool_opts(config: &Config, peer: &Peer) -> Opts {
                 .with_inactive_connection_ttl(IDLE_CONNECTION_TTL),
         )
         .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{OptionalHost, Secret};
+
+    #[test]
+    fn debug_output_names_the_peer_and_never_the_password() {
+        let config = Config::parse_from_args(["apm-demo", "--mysql-host", ""]).unwrap();
+        let config = Config {
+            mysql_host: Some(OptionalHost(Some("db.internal".to_owned()))),
+            mysql_password: Some(Secret::new("hunter2")),
+            ..config
+        };
+        let printed = format!("{:?}", Database::new(&config));
+        assert!(printed.contains("db.internal"), "{printed}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+    }
 }

@@ -22,19 +22,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::comment::{Comments, PropagationMode, SpanIds};
 use crate::faults::database;
-
-/// Target of the query spans; the OpenTelemetry layer exports spans of this target too.
-pub const SPAN_TARGET: &str = "apm_demo::db";
-
-/// Datadog operation name of a query span: dd-trace-py's (`mysql.query` in its v1 naming schema) and
-/// dd-trace-rs's (`<db.system>.query`), so the trace metrics are `trace.mysql.query.*`.
-pub const OPERATION_NAME: &str = "mysql.query";
-
-/// Datadog span type of a query span.
-pub const SPAN_TYPE: &str = "sql";
-
-/// The `component` tag: the client library.
-pub const COMPONENT: &str = "mysql_async";
+use crate::telemetry::contract::query::{COMPONENT, SPAN_TARGET, SPAN_TYPE};
+use crate::telemetry::ids::{span_id_bits, trace_id_bits};
 
 /// What went wrong with a statement, for the span and the answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,8 +122,9 @@ pub struct Peer {
     pub user: String,
 }
 
-/// Runs statements on the pool within the configured waits, each in its query span.
-#[derive(Debug, Clone)]
+/// Runs statements on the pool within the configured waits, each in its query span. (No `Debug`: the
+/// pool's options hold the password; `Database`'s `Debug` shows the peer.)
+#[derive(Clone)]
 pub struct Runner {
     pub pool: Pool,
     pub peer: Peer,
@@ -232,6 +222,9 @@ impl Runner {
 
     /// A statement's span: a child of the current (request) span.
     fn span(&self, statement: &'static str) -> Span {
+        // A string, as dd-trace-py's PyMySQL integration sends it: both exporters keep a string in
+        // meta (an integer would become a metric under datadog-opentelemetry).
+        let mut port = itoa::Buffer::new();
         tracing::info_span!(
             target: SPAN_TARGET,
             "mysql.query",
@@ -246,7 +239,7 @@ impl Runner {
             db.user = self.peer.user.as_str(),
             out.host = self.peer.host.as_str(),
             server.address = self.peer.host.as_str(),
-            network.destination.port = i64::from(self.peer.port),
+            network.destination.port = port.format(self.peer.port),
             error.type = Empty,
             error.message = Empty,
             fault.injected = Empty,
@@ -268,8 +261,8 @@ fn span_ids(span: &Span) -> Option<SpanIds> {
     let otel = cx.span();
     let context = otel.span_context();
     context.is_valid().then(|| SpanIds {
-        trace_id: u128::from_be_bytes(context.trace_id().to_bytes()),
-        span_id: u64::from_be_bytes(context.span_id().to_bytes()),
+        trace_id: trace_id_bits(context.trace_id()),
+        span_id: span_id_bits(context.span_id()),
         sampled: context.is_sampled(),
     })
 }

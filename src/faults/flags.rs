@@ -1,14 +1,20 @@
 //! flagd's flag-definition format (the OpenTelemetry demo's `demo.flagd.json`), the subset the fault
 //! flags need, and its evaluation, shaped as OpenFeature's (a value, the variant, the reason).
 //!
-//! A file is `{"flags": {"<key>": {"state", "variants", "defaultVariant", "targeting"}}}`; `$schema`,
-//! `description` and `metadata` are accepted and ignored. Targeting is flagd's JSON Logic, of which
+//! A file is `{"flags": {"<key>": {"state", "variants", "defaultVariant", "targeting",
+//! "metadata"}}}` (flagd's model, flagd `core/pkg/model/flag.go`); `$schema`, `metadata` (where a
+//! flag's description goes) and keys flagd does not define are accepted and ignored, as flagd in Go
+//! ignores them (it decodes the file into that model after a schema check that only warns:
+//! `core/pkg/evaluator/json.go`, `configToFlagDefinition`). Targeting is flagd's JSON Logic, of which
 //! this evaluates `if`, `==`, `!=`, `in`, `and`, `or`, `!`, `var` and flagd's `fractional`; any other
 //! operator makes the file invalid (reported, the last good flags stay in force) rather than silently
 //! off. The evaluation context of a request is its route template (`route`), its method (`method`)
 //! and a random `targetingKey`: a `fractional` split without a bucketing expression is a per-request
 //! rate. (With one, e.g. `{"var": "route"}`, the value's text is hashed with murmur3 as flagd does,
 //! though not over flagd's CBOR encoding of it: the same key may land in another bucket than flagd's.)
+//! Every flag of a request buckets the same key, so two splits of one route overlap (the 5% of one
+//! inside the 10% of the other), where flagd, hashing the flag's key with it, splits them
+//! independently.
 
 use std::collections::BTreeMap;
 
@@ -26,17 +32,17 @@ pub struct FlagFile {
     pub evaluators: Option<Value>,
 }
 
-/// One flag as written in the file.
+/// One flag as written in the file. Other keys are ignored, as flagd in Go ignores them (flagd's
+/// Python evaluator refuses them: the project's own file keeps to flagd's model).
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct FlagDefinition {
     pub state: State,
     pub variants: BTreeMap<String, Value>,
     pub default_variant: String,
     #[serde(default)]
     pub targeting: Option<Value>,
-    #[serde(default)]
-    pub description: Option<String>,
+    /// flagd's flag metadata (`local/flags/flags.json` keeps each flag's description there); unused.
     #[serde(default)]
     pub metadata: Option<Value>,
 }
@@ -478,6 +484,21 @@ mod tests {
         assert_eq!(
             (r.value, r.variant, r.reason),
             (&Value::from(250), "on", Reason::Static)
+        );
+    }
+
+    /// Keys flagd's model does not define (a `description` beside `state`, newer flagd's `flagType`)
+    /// are ignored, as flagd in Go ignores them; `metadata` holds anything.
+    #[test]
+    fn keys_flagd_does_not_define_are_ignored() {
+        let f = flag(
+            r#"{"state": "ENABLED", "variants": {"on": 250, "off": 0}, "defaultVariant": "on",
+                "description": "old style", "flagType": "integer", "source": "x",
+                "metadata": {"description": "new style", "owner": "team", "version": 2}}"#,
+        );
+        assert_eq!(
+            f.resolve(&context("/", 1)).unwrap().value,
+            &Value::from(250)
         );
     }
 

@@ -4,8 +4,10 @@
 //! The flags come from a file (`FLAGD_OFFLINE_FLAG_SOURCE_PATH`, re-read when it changes: [`source`]),
 //! in flagd's flag-definition format ([`flags`]); no HTTP endpoint switches them. The layer sits inside
 //! the request limits, so an injected delay still ends at `REQUEST_TIMEOUT`. A request a fault touched
-//! answers with an [`Injected`] marker, which the trace layer puts on the span (`fault.injected`, and
-//! for a 500 `error.type: fault_injected` with an `error.message` naming the flag) and the access log.
+//! answers with the flags that acted ([`FaultsApplied`]), which the trace layer puts on the span and the
+//! access log (`fault.injected`), and for an injected 500 a [`SpanError`] (`error.type:
+//! fault_injected`, an `error.message` naming the flag). An injected panic is a real one: it unwinds
+//! to the service's panic handler (`apm_demo::layered`), as a handler's bug would.
 //!
 //! With every flag off, a request costs one atomic load here: no lock, no allocation.
 
@@ -29,18 +31,10 @@ use tower::{Layer, Service};
 pub use source::{FlagSource, KNOWN_FLAGS, Kind};
 
 use crate::config::Config;
+use crate::telemetry::contract::{FaultsApplied, InjectedPanic, SpanError};
 
 /// The span's `error.type` of an injected 500.
 pub const ERROR_TYPE: &str = "fault_injected";
-
-/// Set on the response of a request a fault touched; read by the trace layer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Injected {
-    /// The flags that acted, comma-separated: the span's `fault.injected`.
-    pub flags: String,
-    /// For an injected error: the span's `error.message`, naming the flag.
-    pub error: Option<String>,
-}
 
 /// The layer: [`Faults`] around each route, with the flags of `FLAGD_OFFLINE_FLAG_SOURCE_PATH`
 /// (none when it is unset: the file is never read).
@@ -170,17 +164,10 @@ where
             let flags = plan.flags.join(",");
             if plan.panic {
                 let flag = plan.error_flag.unwrap_or_default();
-                let caught = std::panic::catch_unwind(|| {
-                    panic!("fault injected by flag {flag}: the handler panicked")
+                std::panic::panic_any(InjectedPanic {
+                    flags: FaultsApplied(flags),
+                    message: format!("fault injected by flag {flag}: the handler panicked"),
                 });
-                let message = caught
-                    .err()
-                    .and_then(|p| p.downcast::<String>().ok())
-                    .map_or_else(|| "panic".to_owned(), |m| *m);
-                return Ok(answer_500(
-                    flags,
-                    format!("{message} (caught, answered 500)"),
-                ));
             }
             if plan.failure {
                 let flag = plan.error_flag.unwrap_or_default();
@@ -194,9 +181,7 @@ where
             } else {
                 database::scope(plan.database, inner.call(request)).await?
             };
-            response
-                .extensions_mut()
-                .insert(Injected { flags, error: None });
+            response.extensions_mut().insert(FaultsApplied(flags));
             Ok(response)
         }))
     }
@@ -204,10 +189,9 @@ where
 
 fn answer_500(flags: String, message: String) -> Response {
     let mut response = StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    response.extensions_mut().insert(Injected {
-        flags,
-        error: Some(message),
-    });
+    let extensions = response.extensions_mut();
+    extensions.insert(FaultsApplied(flags));
+    extensions.insert(SpanError::new(ERROR_TYPE, message));
     response
 }
 

@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::db::query::QueryError;
 use crate::db::{Database, TEXT_LIMIT};
+use crate::telemetry::contract::SpanError;
 
 /// Largest request body the routes read: a visit is a few dozen bytes.
 pub const BODY_LIMIT: usize = 4 * 1024;
@@ -91,7 +92,9 @@ fn unavailable(error: QueryError) -> Response {
         Json(body),
     )
         .into_response();
-    response.extensions_mut().insert(error);
+    response
+        .extensions_mut()
+        .insert(SpanError::new(error.kind, error.message));
     response
 }
 

@@ -16,6 +16,10 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{BatchSpanProcessor, Span, SpanData, SpanExporter, SpanProcessor};
 
+/// Spans waiting for export at most; beyond this they are dropped and counted. About 1 KiB each (a
+/// client's URL and user agent are capped at 1 KiB: `trace_layer::MAX_CLIENT_VALUE`).
+pub const QUEUE_CAPACITY: usize = 4096;
+
 /// How often, at most, a persisting export problem is logged again.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -229,8 +233,6 @@ mod tests {
     use super::*;
     use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
     use opentelemetry_sdk::trace::{BatchConfigBuilder, SdkTracerProvider};
-
-    use crate::telemetry::QUEUE_CAPACITY;
 
     /// An agent that accepts everything.
     #[derive(Debug)]

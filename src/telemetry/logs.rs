@@ -20,6 +20,7 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
+use super::ids::{span_id_bits, trace_id_bits};
 use crate::config::LogFormat;
 
 /// The service's unified tags, for log lines.
@@ -203,8 +204,8 @@ pub fn remember_trace_ids(span: &Span) {
         return;
     }
     let ids = TraceIds {
-        trace_id: u128::from_be_bytes(sc.trace_id().to_bytes()) as u64,
-        span_id: u64::from_be_bytes(sc.span_id().to_bytes()),
+        trace_id: trace_id_bits(sc.trace_id()) as u64,
+        span_id: span_id_bits(sc.span_id()),
     };
     span.with_subscriber(|(id, dispatch)| {
         if let Some(span) = dispatch

@@ -4,8 +4,14 @@
 //! not text, or not a valid id is ignored, and a request whose headers are all unusable simply starts
 //! a new trace. Datadog headers win over W3C ones, as in Datadog's tracers (style `datadog,tracecontext`).
 //!
-//! A Datadog context that arrives without `x-datadog-sampling-priority` is marked "deferred" by the
-//! propagator; [`super::sampling`] then decides locally, as Datadog's tracers do, instead of dropping it.
+//! Two readers of the headers, one per exporter ([`Extract`]): this module's own, for the
+//! opentelemetry-datadog pipeline (that crate reads only the Datadog ids and priority), and Datadog's
+//! own propagator for the datadog-opentelemetry pipeline (`exporter::datadog_opentelemetry`). Both
+//! see the headers through [`Sanitized`]: an oversized, repeated or non-text value is absent.
+//!
+//! This module's reader marks a Datadog context that arrives without `x-datadog-sampling-priority`
+//! "deferred" (the flag opentelemetry-datadog's propagator uses); [`super::sampling`] then decides
+//! locally, as Datadog's tracers do, instead of dropping it.
 //!
 //! From `x-datadog-tags` (Datadog's propagated `_dd.p.*` tags) two are read, as Datadog's tracers do:
 //! `_dd.p.tid`, the high 64 bits of a 128-bit trace id, which makes the context's trace id whole, and
@@ -15,11 +21,11 @@
 use http::HeaderMap;
 use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::{SpanContext, TraceContextExt, TraceId};
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 
-use super::datadog;
-use super::sampling::CALLER_DECISION_MAKER;
+use super::ids::trace_id_bits;
+use super::sampling::{CALLER_DECISION_MAKER, DEFERRED};
 
 /// Longest header value considered; W3C caps `tracestate` at 512 bytes, the rest are far shorter.
 const MAX_HEADER_LEN: usize = 512;
@@ -37,6 +43,23 @@ pub struct Incoming {
     pub parent: Option<Context>,
     /// `x-datadog-origin` (e.g. `synthetics`), which Datadog keeps in the span's `_dd.origin`.
     pub origin: Option<String>,
+}
+
+/// How the chosen exporter reads a caller's trace context. Never fails: bad headers mean a fresh
+/// trace.
+pub trait Extract: std::fmt::Debug + Send + Sync {
+    fn extract(&self, headers: &HeaderMap) -> Incoming;
+}
+
+/// This module's reader: Datadog headers (with `x-datadog-tags`' `_dd.p.tid` and `_dd.p.dm`), else
+/// W3C `traceparent`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DatadogThenW3c;
+
+impl Extract for DatadogThenW3c {
+    fn extract(&self, headers: &HeaderMap) -> Incoming {
+        extract(headers)
+    }
 }
 
 /// Reads the trace context from request headers. Never fails: bad headers mean a fresh trace.
@@ -76,15 +99,21 @@ fn datadog_parent(headers: &Sanitized<'_>) -> Option<Context> {
     let priority = headers
         .get(DATADOG_SAMPLING_PRIORITY)
         .filter(|p| matches!(*p, "-1" | "0" | "1" | "2"));
-    let context = datadog::extract_context(&DatadogHeaders {
-        trace_id,
-        parent_id,
-        priority,
-    });
-    let span_context = context.span().span_context().clone();
-    if !span_context.is_valid() {
-        return None;
-    }
+    // As opentelemetry-datadog's propagator makes it: a kept or dropped trace by the priority, and
+    // without one a decision deferred to this service.
+    let flags = match priority {
+        Some("1" | "2") => TraceFlags::SAMPLED,
+        Some(_) => TraceFlags::default(),
+        None => DEFERRED,
+    };
+    let span_context = SpanContext::new(
+        TraceId::from(u128::from(trace_id.parse::<u64>().ok()?)),
+        SpanId::from(parent_id.parse::<u64>().ok()?),
+        flags,
+        true,
+        TraceState::default(),
+    );
+    let context = Context::new().with_remote_span_context(span_context.clone());
     let Some(tags) = headers.get(DATADOG_TAGS) else {
         return Some(context);
     };
@@ -94,7 +123,7 @@ fn datadog_parent(headers: &Sanitized<'_>) -> Option<Context> {
     if high.is_none() && decision_maker.is_none() {
         return Some(context);
     }
-    let low = u128::from_be_bytes(span_context.trace_id().to_bytes());
+    let low = trace_id_bits(span_context.trace_id());
     let trace_id = TraceId::from(u128::from(high.unwrap_or(0)) << 64 | low);
     let mut trace_state = span_context.trace_state().clone();
     if let Some(dm) = decision_maker {
@@ -161,8 +190,10 @@ fn is_origin(value: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
-/// Header access that treats oversized, repeated and non-text values as absent.
-struct Sanitized<'a>(&'a HeaderMap);
+/// Header access that treats oversized, repeated and non-text values as absent: what either reader
+/// of trace headers sees of them.
+#[derive(Debug, Clone, Copy)]
+pub struct Sanitized<'a>(pub &'a HeaderMap);
 
 impl Extractor for Sanitized<'_> {
     fn get(&self, key: &str) -> Option<&str> {
@@ -176,32 +207,6 @@ impl Extractor for Sanitized<'_> {
 
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(|k| k.as_str()).collect()
-    }
-}
-
-/// The validated Datadog headers, handed to the propagator.
-struct DatadogHeaders<'a> {
-    trace_id: &'a str,
-    parent_id: &'a str,
-    priority: Option<&'a str>,
-}
-
-impl Extractor for DatadogHeaders<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        match key {
-            DATADOG_TRACE_ID => Some(self.trace_id),
-            DATADOG_PARENT_ID => Some(self.parent_id),
-            DATADOG_SAMPLING_PRIORITY => self.priority,
-            _ => None,
-        }
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        vec![
-            DATADOG_TRACE_ID,
-            DATADOG_PARENT_ID,
-            DATADOG_SAMPLING_PRIORITY,
-        ]
     }
 }
 

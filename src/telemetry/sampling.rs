@@ -22,6 +22,8 @@ use opentelemetry_sdk::trace::{
     IdGenerator, RandomIdGenerator, SamplingDecision, SamplingResult, ShouldSample,
 };
 
+use super::ids::{span_id_bits, trace_id_bits};
+
 /// The flag the Datadog propagator sets on a context whose sampling decision was not made upstream; a
 /// span continuing such a context keeps it in its own flags.
 pub const DEFERRED: TraceFlags = TraceFlags::new(0x02);
@@ -52,7 +54,7 @@ impl DatadogSampler {
         if self.rate >= 1.0 {
             return true;
         }
-        let low = u128::from_be_bytes(trace_id.to_bytes()) as u64;
+        let low = trace_id_bits(trace_id) as u64;
         let threshold = (self.rate * u64::MAX as f64) as u64;
         low.wrapping_mul(KNUTH_FACTOR) < threshold
     }
@@ -98,7 +100,7 @@ pub struct DatadogIdGenerator(RandomIdGenerator);
 
 impl IdGenerator for DatadogIdGenerator {
     fn new_trace_id(&self) -> TraceId {
-        let low = u64::from_be_bytes(self.0.new_span_id().to_bytes());
+        let low = span_id_bits(self.0.new_span_id());
         let seconds = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as u32);
@@ -161,7 +163,7 @@ mod tests {
         let ids = DatadogIdGenerator::default();
         let kept = (0..20_000)
             .filter(|_| {
-                let id = u128::from_be_bytes(ids.new_trace_id().to_bytes());
+                let id = trace_id_bits(ids.new_trace_id());
                 decide(&sampler, None, id)
             })
             .count();
@@ -179,7 +181,7 @@ mod tests {
             .unwrap()
             .as_secs();
         for _ in 0..1000 {
-            let id = u128::from_be_bytes(ids.new_trace_id().to_bytes());
+            let id = trace_id_bits(ids.new_trace_id());
             let high = (id >> 64) as u64;
             assert_eq!(high & 0xffff_ffff, 0, "{id:032x}");
             assert!(((high >> 32) as i64 - now as i64).abs() <= 1, "{id:032x}");

@@ -2,18 +2,22 @@
 //! are written, except that the request span always passes, so lines inside a request keep its ids.
 
 use crate::agent::{Behaviour, TestAgent};
-use crate::helpers::{serve_traced, spawn_app};
-use apm_demo::telemetry::trace_layer::SPAN_TARGET;
+use crate::helpers::{TestApp, serve_traced, spawn_app};
+use apm_demo::telemetry::contract::server::SPAN_TARGET;
 
-/// Serves one route whose handler runs `work`, calls it once, and returns the body.
-async fn call_handler(work: fn()) -> String {
-    let url = serve_traced(axum::Router::new().route(
-        "/work",
-        axum::routing::get(move || async move {
-            work();
-            "done"
-        }),
-    ))
+/// Serves one route whose handler runs `work` in `app`'s trace layer, calls it once, and returns the
+/// body.
+async fn call_handler(app: &TestApp, work: fn()) -> String {
+    let url = serve_traced(
+        app,
+        axum::Router::new().route(
+            "/work",
+            axum::routing::get(move || async move {
+                work();
+                "done"
+            }),
+        ),
+    )
     .await;
     reqwest::get(format!("{url}/work"))
         .await
@@ -27,7 +31,7 @@ async fn call_handler(work: fn()) -> String {
 async fn only_the_request_span_reaches_the_agent_not_a_handlers_own_spans() {
     let agent = TestAgent::start(Behaviour::Healthy);
     let mut app = spawn_app(&agent.url, &[]).await;
-    let body = call_handler(|| {
+    let body = call_handler(&app, || {
         tracing::info_span!(target: "handler", "inner work").in_scope(|| {
             tracing::info!(target: "handler", "working");
         });
@@ -43,7 +47,7 @@ async fn only_the_request_span_reaches_the_agent_not_a_handlers_own_spans() {
 async fn a_warning_inside_a_request_carries_its_ids_when_rust_log_hides_info() {
     let agent = TestAgent::start(Behaviour::Healthy);
     let mut app = spawn_app(&agent.url, &["--rust-log", "warn"]).await;
-    call_handler(|| tracing::warn!(target: "handler", "slow")).await;
+    call_handler(&app, || tracing::warn!(target: "handler", "slow")).await;
     app.stop_and_flush().await;
     let spans = agent.spans();
     assert_eq!(spans.len(), 1);
@@ -65,7 +69,7 @@ async fn rust_log_still_filters_events_of_the_request_spans_target() {
     // The exception RUST_LOG makes is for the request span, not for events that share its target.
     let agent = TestAgent::start(Behaviour::Healthy);
     let mut app = spawn_app(&agent.url, &["--rust-log", "warn"]).await;
-    call_handler(|| {
+    call_handler(&app, || {
         tracing::info!(target: SPAN_TARGET, "chatter");
         tracing::warn!(target: SPAN_TARGET, "news");
     })

@@ -4,19 +4,20 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use apm_demo::Application;
 use apm_demo::config::Config;
+use apm_demo::db::Database;
 use apm_demo::telemetry::Telemetry;
-use apm_demo::telemetry::trace_layer::{TraceLayer, trace_request};
+use apm_demo::telemetry::trace_layer::trace_request;
+use apm_demo::{Application, routes};
 use axum::Router;
 use tracing::dispatcher::DefaultGuard;
 
-/// Serves `routes` inside the service's trace layer on a free loopback port, for tests of handlers the
+/// Serves `routes` inside `app`'s trace layer alone on a free loopback port, for tests of handlers the
 /// service does not have (a failing one, one that logs). Spans and logs go to the subscriber of the
-/// calling thread (a [`spawn_app`] one). Returns the base URL.
-pub async fn serve_traced(routes: Router) -> String {
+/// calling thread (`app`'s). Returns the base URL.
+pub async fn serve_traced(app: &TestApp, routes: Router) -> String {
     let routes = routes.layer(axum::middleware::from_fn_with_state(
-        TraceLayer { exporting: true },
+        app.telemetry.trace_layer(),
         trace_request,
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -36,25 +37,26 @@ pub struct TestApp {
     _subscriber: DefaultGuard,
 }
 
-/// Starts the service exporting to `agent_url` with JSON logs; `extra` flags override the defaults.
+/// Starts the service exporting to `agent_url` (with the default exporter) with JSON logs; `extra`
+/// flags override the defaults.
 /// Must run on a current-thread runtime (`#[tokio::test]`): the subscriber is set for this thread.
 pub async fn spawn_app(agent_url: &str, extra: &[&str]) -> TestApp {
-    spawn_app_with(agent_url, extra, apm_demo::app).await
-}
-
-/// As [`spawn_app`], serving `routes` instead of the service's own, composed as the service composes
-/// its routes: inside its layers ([`apm_demo::layered`]: limits, trace layer), `/health` outside them.
-pub async fn spawn_app_serving(agent_url: &str, extra: &[&str], routes: Router) -> TestApp {
-    spawn_app_with(agent_url, extra, move |config| {
-        apm_demo::with_health(apm_demo::layered(routes, config), config)
+    spawn_app_with(agent_url, extra, |config| {
+        routes::service(Database::new(config))
     })
     .await
+}
+
+/// As [`spawn_app`], serving `routes` instead of the service's own, in the service's layers
+/// ([`apm_demo::app`]: trace layer, limits, panics, faults; `/health` outside them).
+pub async fn spawn_app_serving(agent_url: &str, extra: &[&str], routes: Router) -> TestApp {
+    spawn_app_with(agent_url, extra, move |_| routes).await
 }
 
 async fn spawn_app_with(
     agent_url: &str,
     extra: &[&str],
-    router: impl FnOnce(&Config) -> Router,
+    routes: impl FnOnce(&Config) -> Router,
 ) -> TestApp {
     let mut args = vec![
         "apm-demo",
@@ -74,6 +76,10 @@ async fn spawn_app_with(
         "json",
         "--rust-log",
         "info",
+        // The in-test agent speaks the default exporter's v0.5; the suites against Datadog's test
+        // agent run both exporters.
+        "--trace-exporter",
+        "opentelemetry-datadog",
     ];
     args.extend_from_slice(extra);
     let config = Config::parse_from_args(args).expect("test configuration is valid");
@@ -83,9 +89,8 @@ async fn spawn_app_with(
     let telemetry = Telemetry::build(&config, move || CapturedLogs(writer_logs.clone())).unwrap();
     let subscriber = tracing::dispatcher::set_default(&telemetry.dispatch);
 
-    let app = Application::bind_with(&config, router(&config))
-        .await
-        .unwrap();
+    let app = apm_demo::app(&config, telemetry.trace_layer(), routes(&config));
+    let app = Application::bind(&config, app).await.unwrap();
     let address = format!("http://{}", app.local_addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(

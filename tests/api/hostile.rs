@@ -9,7 +9,9 @@ use proptest::prelude::*;
 use tower::ServiceExt;
 
 use apm_demo::config::Config;
-use apm_demo::telemetry::propagation;
+use apm_demo::db::Database;
+use apm_demo::routes;
+use apm_demo::telemetry::{Telemetry, propagation};
 
 const TRACE_HEADERS: [&str; 6] = [
     "x-datadog-trace-id",
@@ -103,9 +105,13 @@ proptest! {
     }
 }
 
+/// The service's router with a trace layer that reads trace headers, as when it exports (the
+/// subscriber is not installed: no span leaves the test).
 fn router() -> axum::Router {
     let config = Config::parse_from_args(["apm-demo", "--port", "0"]).unwrap();
-    apm_demo::app(&config)
+    let telemetry = Telemetry::build(&config, std::io::sink).unwrap();
+    let db = Database::new(&config);
+    apm_demo::app(&config, telemetry.trace_layer(), routes::service(db))
 }
 
 fn expected_status(method: &Method, path: &str) -> StatusCode {

@@ -121,15 +121,18 @@ async fn tracing_off_leaves_ids_out() {
 async fn a_handlers_own_lines_carry_its_requests_ids_across_awaits() {
     let agent = TestAgent::start(Behaviour::Healthy);
     let app = spawn_app(&agent.url, &[]).await;
-    let url = serve_traced(axum::Router::new().route(
-        "/work",
-        axum::routing::get(|| async {
-            tracing::info!(target: "handler", "before the await");
-            tokio::task::yield_now().await;
-            tracing::info!(target: "handler", "after the await");
-            "done"
-        }),
-    ))
+    let url = serve_traced(
+        &app,
+        axum::Router::new().route(
+            "/work",
+            axum::routing::get(|| async {
+                tracing::info!(target: "handler", "before the await");
+                tokio::task::yield_now().await;
+                tracing::info!(target: "handler", "after the await");
+                "done"
+            }),
+        ),
+    )
     .await;
     let body = reqwest::get(format!("{url}/work"))
         .await

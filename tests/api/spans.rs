@@ -1,4 +1,4 @@
-//! What reaches the trace agent: the span contract of DESIGN.md, row by row.
+//! What reaches the trace agent: the span contract (docs/service.md#the-span-contract), row by row.
 
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use axum::routing::get;
 use reqwest::Method;
 
 use crate::agent::{AgentSpan, Behaviour, TestAgent};
-use crate::helpers::{serve_traced, spawn_app};
+use crate::helpers::{spawn_app, spawn_app_serving};
 
 async fn spans_for(requests: &[(Method, &str)]) -> (Vec<AgentSpan>, TestAgent) {
     let agent = TestAgent::start(Behaviour::Healthy);
@@ -165,43 +165,28 @@ async fn three_routes_are_three_resources() {
 #[tokio::test]
 async fn server_error_marks_the_span_as_error() {
     let agent = TestAgent::start(Behaviour::Healthy);
-    let app = spawn_app(&agent.url, &[]).await;
     let failing = Router::new()
         .route("/boom", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))
         .route(
             "/panic",
             get(|| async {
-                panic!("handler bug");
-                #[allow(unreachable_code)]
-                StatusCode::OK
+                let index = std::hint::black_box(7);
+                let slots = [0u8; 3];
+                slots[index].to_string() // a handler's bug
             }),
-        )
-        .layer(tower_http::catch_panic::CatchPanicLayer::new());
-    let url = serve_traced(failing).await;
-    let client = reqwest::Client::new();
+        );
+    let mut app = spawn_app_serving(&agent.url, &[], failing).await;
+    assert_eq!(app.get("/boom").await.status(), 503);
+    let panicked = app.get("/panic").await;
+    assert_eq!(panicked.status(), 500);
     assert_eq!(
-        client
-            .get(format!("{url}/boom"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        503
+        panicked.text().await.unwrap(),
+        "",
+        "the client learns nothing of the panic"
     );
-    assert_eq!(
-        client
-            .get(format!("{url}/panic"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        500
-    );
-    let telemetry = app.telemetry.clone();
-    tokio::task::spawn_blocking(move || telemetry.shutdown(Duration::from_secs(5)))
-        .await
-        .unwrap()
-        .unwrap();
+    // The service goes on serving on the same connection pool.
+    assert_eq!(app.get("/boom").await.status(), 503);
+    app.stop_and_flush().await;
     let spans = agent.spans();
     let boom = spans.iter().find(|s| s.resource == "GET /boom").unwrap();
     assert_eq!(boom.error, 1);
@@ -209,6 +194,22 @@ async fn server_error_marks_the_span_as_error() {
     let panic = spans.iter().find(|s| s.resource == "GET /panic").unwrap();
     assert_eq!(panic.error, 1);
     assert_eq!(meta(panic, "http.status_code"), Some("500"));
+    assert_eq!(meta(panic, "error.type"), Some("panic"));
+    assert_eq!(
+        meta(panic, "error.message"),
+        Some("index out of bounds: the len is 3 but the index is 7")
+    );
+    // The panic's log line is inside the request: it carries the span's ids.
+    let lines = app.json_logs();
+    let line = lines
+        .iter()
+        .find(|l| l["level"] == "ERROR")
+        .unwrap_or_else(|| panic!("the panic is logged: {lines:#?}"));
+    assert_eq!(
+        line["message"],
+        "the handler panicked: index out of bounds: the len is 3 but the index is 7"
+    );
+    assert_eq!(line["dd.span_id"], panic.span_id.to_string());
 }
 
 #[tokio::test]
@@ -229,7 +230,7 @@ async fn failing_agent_costs_requests_nothing_and_is_counted() {
         assert_eq!(app.get("/api/apm").await.status(), 200);
     }
     app.stop_and_flush().await;
-    let counts = app.telemetry.export_counts();
+    let counts = app.telemetry.export_counts().unwrap();
     assert_eq!(counts.queued, 20);
     assert_eq!(counts.failed, 20);
     assert_eq!(counts.exported, 0);
@@ -247,5 +248,5 @@ async fn absent_agent_costs_requests_nothing() {
         assert_eq!(app.get("/").await.status(), 200);
     }
     app.stop_and_flush().await;
-    assert_eq!(app.telemetry.export_counts().failed, 20);
+    assert_eq!(app.telemetry.export_counts().unwrap().failed, 20);
 }

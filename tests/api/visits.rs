@@ -90,18 +90,29 @@ fn closed_port() -> String {
     listener.local_addr().unwrap().port().to_string()
 }
 
-/// The flags `--mysql-*` of a database at 127.0.0.1:`port`.
+/// The flags `--mysql-*` of a database at 127.0.0.1:`port` (the password from a file: it may not
+/// be given as a flag).
 fn database_at(port: &str) -> Vec<&str> {
     vec![
         "--mysql-host",
         "127.0.0.1",
         "--mysql-port",
         port,
-        "--mysql-password",
-        "unused",
+        "--mysql-password-file",
+        password_file(),
         "--mysql-timeout",
         "300ms",
     ]
+}
+
+/// A file holding a password, written once per test binary (in cargo's directory for tests' files).
+fn password_file() -> &'static str {
+    static FILE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("mysql-password");
+        std::fs::write(&path, "unused\n").unwrap();
+        path.to_str().unwrap().to_owned()
+    })
 }
 
 #[tokio::test]

@@ -9,8 +9,8 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -19,6 +19,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "local"))
+
+from ports import free_port  # noqa: E402
+
 # Where `make release` put it (CARGO_TARGET_DIR honoured): local/bin-dir.sh asks cargo.
 RELEASE = Path(subprocess.run([str(ROOT / "local" / "bin-dir.sh")], capture_output=True, text=True,
                               check=True).stdout.strip())
@@ -28,12 +32,6 @@ PAGES = {"/": "Entrypoint to the Application", "/api/apm": "Getting APM Started"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage"]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(check, what, timeout=60):

@@ -1,13 +1,17 @@
-//! A private MariaDB server for the database suite: Debian's real `mariadbd` on its own data
-//! directory, socket and free loopback port, started with the server options Database Monitoring
-//! needs (agent-config/mysql-conf/datadog-dbm.cnf, as compose mounts it) and set up by the same
-//! scripts the MySQL container runs at its first start (agent-config/mysql/*.sh). It can be stopped
-//! and started again on the same port and data, to play a database that goes away and comes back.
+//! A private MariaDB server for the database suite, from the project's one launcher
+//! (local/mariadb_server.py): Debian's real `mariadbd` on its own directory, socket and free loopback
+//! port, with agent-config/mysql-conf/ included as the MySQL image includes conf.d, and set up at its
+//! first start by agent-config/mysql/*.sh as the image's entrypoint runs them. The launcher stays in
+//! the foreground while the server runs and stops it when its standard input closes, so a test that
+//! panics, or a test binary that is killed, leaves no server behind. It can be stopped and started
+//! again on the same port and data, to play a database that goes away and comes back.
 #![allow(dead_code)] // each test binary uses part of it
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
 
 use super::service::free_port;
 
@@ -19,23 +23,24 @@ pub const DATADOG_PASSWORD: &str = "dd-'pw\\2";
 pub struct MariaDb {
     pub port: u16,
     base: PathBuf,
-    child: Option<Child>,
+    root_defaults_file: String,
+    launcher: Option<Child>,
 }
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn program(names: &[&str]) -> PathBuf {
-    for name in names {
-        for dir in ["/usr/sbin", "/usr/bin", "/usr/local/bin"] {
+fn client() -> PathBuf {
+    for name in ["mariadb", "mysql"] {
+        for dir in ["/usr/bin", "/usr/local/bin"] {
             let path = Path::new(dir).join(name);
             if path.exists() {
                 return path;
             }
         }
     }
-    panic!("none of {names:?} is installed: `make mariadb` installs mariadb-server")
+    panic!("no mariadb client is installed: `make mariadb` installs mariadb-server")
 }
 
 impl MariaDb {
@@ -46,119 +51,57 @@ impl MariaDb {
             std::process::id(),
             free_port()
         ));
-        std::fs::create_dir_all(&base).unwrap();
-        let installed = Command::new(program(&["mariadb-install-db", "mysql_install_db"]))
-            .arg(format!("--datadir={}", base.join("data").display()))
-            .args([
-                "--user=root",
-                "--auth-root-authentication-method=socket",
-                "--skip-test-db",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            installed.status.success(),
-            "mariadb-install-db failed ({}):\n{}\n{}",
-            installed.status,
-            String::from_utf8_lossy(&installed.stdout),
-            String::from_utf8_lossy(&installed.stderr)
-        );
-        let mut options =
-            std::fs::read_to_string(repo().join("agent-config/mysql-conf/datadog-dbm.cnf"))
-                .unwrap();
-        let port = free_port();
-        options.push_str(&format!(
-            "\n[mysqld]\ndatadir = {data}\nuser = root\nsocket = {base}/mysqld.sock\nport = {port}\n\
-             bind-address = 127.0.0.1\npid-file = {base}/mysqld.pid\ninnodb_buffer_pool_size = 16M\n",
-            data = base.join("data").display(),
-            base = base.display(),
-        ));
-        std::fs::write(base.join("my.cnf"), options).unwrap();
         let mut server = Self {
-            port,
+            port: 0,
             base,
-            child: None,
+            root_defaults_file: String::new(),
+            launcher: None,
         };
         server.resume();
-        // In the order the MySQL image runs /docker-entrypoint-initdb.d: sorted (the explain procedure
-        // datadog-user.sh makes in apm_demo needs the database apm-demo-user.sh creates).
-        for script in ["apm-demo-user.sh", "datadog-user.sh"] {
-            let output = Command::new("sh")
-                .arg(repo().join("agent-config/mysql").join(script))
-                .env("MYSQL", server.client_command())
-                .env("MYSQL_DATADOG_PASSWORD", DATADOG_PASSWORD)
-                .env("MYSQL_APP_PASSWORD", APP_PASSWORD)
-                .output()
-                .unwrap();
-            assert!(
-                output.status.success(),
-                "{script}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
         server
     }
 
-    /// The `mysql` command line of root over the socket, as the setup scripts expect in MYSQL.
-    fn client_command(&self) -> String {
-        format!(
-            "{} --no-defaults --socket={}/mysqld.sock -uroot --comments",
-            program(&["mariadb", "mysql"]).display(),
-            self.base.display()
-        )
-    }
-
-    /// Starts the server (again), on the same port and data, and waits until it answers.
+    /// Starts the server (again: on the same port and data) and waits until it answers.
     pub fn resume(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        let log = std::fs::File::create(self.base.join("mariadbd.log")).unwrap();
-        self.child = Some(
-            Command::new(program(&["mariadbd", "mysqld"]))
-                .arg(format!(
-                    "--defaults-file={}",
-                    self.base.join("my.cnf").display()
-                ))
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.root_query("SELECT 1").is_err() {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("mariadbd exited ({status}):\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "mariadbd did not start:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        assert!(self.launcher.is_none(), "already running");
+        let mut launcher = Command::new("python3")
+            .arg(repo().join("local/mariadb_server.py"))
+            .arg(&self.base)
+            .env("MYSQL_DATADOG_PASSWORD", DATADOG_PASSWORD)
+            .env("MYSQL_APP_PASSWORD", APP_PASSWORD)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 runs local/mariadb_server.py");
+        let mut line = String::new();
+        BufReader::new(launcher.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        if line.is_empty() {
+            let status = launcher.wait().unwrap();
+            panic!("local/mariadb_server.py failed ({status}): its message is above");
         }
+        let report: Value = serde_json::from_str(&line).unwrap();
+        self.port = u16::try_from(report["port"].as_u64().unwrap()).unwrap();
+        self.root_defaults_file = report["root_defaults_file"].as_str().unwrap().to_owned();
+        self.launcher = Some(launcher);
     }
 
-    /// Stops the server (SIGTERM, then waits for it to exit).
+    /// Stops the server: the launcher's standard input closed, it shuts the server down and exits.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
+        if let Some(mut launcher) = self.launcher.take() {
+            drop(launcher.stdin.take());
+            let status = launcher.wait().unwrap();
+            assert!(status.success(), "local/mariadb_server.py: {status}");
         }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.base.join("mariadbd.log")).unwrap_or_default()
     }
 
     /// Runs `sql` as root; the rows, tab-separated, one per line.
     pub fn root_query(&self, sql: &str) -> Result<String, String> {
         self.query(
-            &[
-                "--socket",
-                &format!("{}/mysqld.sock", self.base.display()),
-                "-uroot",
-            ],
+            &format!("--defaults-file={}", self.root_defaults_file),
+            &[],
             sql,
         )
     }
@@ -166,6 +109,7 @@ impl MariaDb {
     /// Runs `sql` as the Datadog Agent's `datadog` user, over TCP as the Agent connects.
     pub fn datadog_query(&self, sql: &str) -> Result<String, String> {
         self.query(
+            "--no-defaults",
             &[
                 "-h127.0.0.1",
                 &format!("-P{}", self.port),
@@ -176,9 +120,9 @@ impl MariaDb {
         )
     }
 
-    fn query(&self, login: &[&str], sql: &str) -> Result<String, String> {
-        let output = Command::new(program(&["mariadb", "mysql"]))
-            .arg("--no-defaults")
+    fn query(&self, defaults: &str, login: &[&str], sql: &str) -> Result<String, String> {
+        let output = Command::new(client())
+            .arg(defaults)
             .args(login)
             .args(["--batch", "--skip-column-names", "--raw", "-e", sql])
             .output()
@@ -202,7 +146,10 @@ impl MariaDb {
 
 impl Drop for MariaDb {
     fn drop(&mut self) {
-        self.stop();
+        if let Some(mut launcher) = self.launcher.take() {
+            drop(launcher.stdin.take());
+            let _ = launcher.wait();
+        }
         let _ = std::fs::remove_dir_all(&self.base);
     }
 }

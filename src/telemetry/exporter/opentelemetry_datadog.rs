@@ -1,7 +1,10 @@
-//! The only module that touches `opentelemetry-datadog`: the exporter and the Datadog propagator.
+//! The default exporter: `opentelemetry-datadog` 0.20.1, the crate the project was specified with,
+//! and the only module that touches it; with the project's own sampler and ids
+//! ([`crate::telemetry::sampling`]), propagation ([`crate::telemetry::propagation`]) and bounded
+//! queue ([`crate::telemetry::export_queue`]), which make up for what the crate lacks.
 //!
 //! The crate is deprecated upstream (its successor is Datadog's dd-trace-rs, crate
-//! `datadog-opentelemetry`); keeping it behind this module means a move touches one file.
+//! `datadog-opentelemetry`, the other exporter: [`super::datadog_opentelemetry`]).
 //! Spans go to the agent's `/v0.5/traces` endpoint, which Agent 7 and Datadog's test agent both serve
 //! (the crate's v0.3 endpoint is not served by the test agent).
 #![allow(deprecated)]
@@ -9,30 +12,83 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::{SpanId, SpanKind};
-use opentelemetry::{Context, KeyValue, StringValue};
-use opentelemetry_datadog::{ApiVersion, DatadogExporter, DatadogPropagator, ModelConfig};
+use opentelemetry::trace::{SpanContext, SpanId, SpanKind};
+use opentelemetry::{KeyValue, StringValue};
+use opentelemetry_datadog::{ApiVersion, DatadogExporter, DatadogTraceState as _, ModelConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
-use url::Url;
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter,
+};
 
-use super::sampling::{CALLER_DECISION_MAKER, DEFERRED};
-use super::trace_layer::{COMPONENT, OPERATION_NAME, SPAN_TYPE};
+use super::{Pipeline, Settings};
+use crate::telemetry::contract::{query, server};
+use crate::telemetry::export_queue::{
+    BoundedProcessor, ExportStats, QUEUE_CAPACITY, REPORT_INTERVAL, ReportingExporter,
+};
+use crate::telemetry::ids::trace_id_bits;
+use crate::telemetry::propagation::DatadogThenW3c;
+use crate::telemetry::sampling::{
+    CALLER_DECISION_MAKER, DEFERRED, DatadogIdGenerator, DatadogSampler,
+};
 
 /// Longest time one export may take, connection included: an agent that accepts and never answers
 /// costs the export thread this much, never a request.
 pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// What the exporter stamps on every span.
-#[derive(Debug, Clone)]
-pub struct ExporterSettings {
-    pub agent_url: Url,
-    pub service: String,
-    pub env: String,
-    pub version: String,
+/// Spans per request to the agent.
+const BATCH_SIZE: usize = 512;
+/// How long a span waits at most before its batch is sent (Datadog's tracers flush every second).
+const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The pipeline: Datadog sampling and ids, a bounded batch queue, the crate's exporter.
+pub fn pipeline(settings: &Settings) -> anyhow::Result<Pipeline> {
+    let stats = ExportStats::new(REPORT_INTERVAL);
+    let exporter = exporter(settings)?;
+    let exporter = ReportingExporter::new(exporter, stats.clone(), settings.agent_url.as_str());
+    let batches = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                // Twice the bound, so that only BoundedProcessor drops, and counts.
+                .with_max_queue_size(2 * QUEUE_CAPACITY)
+                .with_max_export_batch_size(BATCH_SIZE)
+                .with_scheduled_delay(FLUSH_INTERVAL)
+                .build(),
+        )
+        .build();
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(BoundedProcessor::new(
+            batches,
+            QUEUE_CAPACITY,
+            stats.clone(),
+        ))
+        .with_sampler(DatadogSampler::new(settings.sample_rate.unwrap_or(1.0)))
+        .with_id_generator(DatadogIdGenerator::default())
+        // Every resource attribute lands in every span's meta: only what Datadog expects there
+        // (`runtime-id`: one per process, as Datadog's tracers tag their spans).
+        .with_resource(
+            Resource::builder_empty()
+                .with_attribute(KeyValue::new("language", "rust"))
+                .with_attribute(KeyValue::new("runtime-id", runtime_id()))
+                .build(),
+        )
+        .build();
+    Ok(Pipeline {
+        provider,
+        extract: Arc::new(DatadogThenW3c),
+        span_carries_component: false,
+        stats: Some(stats),
+    })
+}
+
+/// A random id for this process, 32 lowercase hex digits (a UUID's 128 bits, as Datadog's Python
+/// tracer writes `runtime-id`).
+fn runtime_id() -> String {
+    use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
+    let ids = RandomIdGenerator::default();
+    let (high, low) = (ids.new_span_id(), ids.new_span_id());
+    format!("{high}{low}")
 }
 
 /// The Datadog exporter, posting v0.5 msgpack to the trace agent, with the tags every server span
@@ -80,13 +136,26 @@ impl Exporter {
             match span.span_kind {
                 SpanKind::Server => span.attributes.extend([
                     // The crate reads the Datadog span type from this attribute.
-                    KeyValue::new("span.type", SPAN_TYPE),
+                    KeyValue::new("span.type", server::SPAN_TYPE),
                     KeyValue::new("span.kind", "server"),
-                    KeyValue::new("component", COMPONENT),
+                    KeyValue::new("component", server::COMPONENT),
                 ]),
                 // A query span carries its own type and component; the kind is what the Agent
-                // computes client stats and peer tags by.
-                SpanKind::Client => span.attributes.push(KeyValue::new("span.kind", "client")),
+                // computes client stats and peer tags by. `_dd.measured` asks the Agent for the
+                // span's trace metrics: a client span is not top-level, and Agents before 7.60 (no
+                // stats by span kind) compute none for it otherwise. The crate reads the flag from
+                // the span's trace state only, so it is set there, here on the export thread.
+                SpanKind::Client => {
+                    span.attributes.push(KeyValue::new("span.kind", "client"));
+                    let context = &span.span_context;
+                    span.span_context = SpanContext::new(
+                        context.trace_id(),
+                        context.span_id(),
+                        context.trace_flags(),
+                        context.is_remote(),
+                        context.trace_state().with_measuring(true),
+                    );
+                }
                 _ => {}
             }
             // The first span of its trace chunk: no parent in this process. (A query made outside
@@ -97,7 +166,7 @@ impl Exporter {
             }
             // The crate sends the low 64 bits of the trace id; Datadog's tracers put the high 64 in
             // `_dd.p.tid` (hex) on the first span of a trace chunk.
-            let high = (u128::from_be_bytes(span.span_context.trace_id().to_bytes()) >> 64) as u64;
+            let high = (trace_id_bits(span.span_context.trace_id()) >> 64) as u64;
             let tid = (high != 0).then(|| {
                 if last_high.0 != high {
                     *last_high = (high, Arc::<str>::from(format!("{high:016x}")).into());
@@ -107,9 +176,9 @@ impl Exporter {
             let dm = decision_maker(span).map(|dm| KeyValue::new("_dd.p.dm", dm));
             // An exact-size iterator: the Vec grows once, to fit both.
             span.attributes.extend(tid.into_iter().chain(dm));
-            // Not `_dd.measured = 1` (ddtrace marks its web spans so): the crate reads it from the
-            // trace state only, and a trace state per span costs about 900 instructions per request
-            // (callgrind), for a flag that changes nothing on a top-level span.
+            // Not `_dd.measured = 1` on the server span (ddtrace marks its web spans so): a trace
+            // state per span costs about 900 instructions per request (callgrind), for a flag that
+            // changes nothing on a top-level span.
         }
     }
 }
@@ -120,9 +189,7 @@ impl SpanExporter for Exporter {
         // The crate sorts the batch by trace id to group spans into traces, moving whole spans (about
         // 300 bytes each) around; sorting on cached keys moves each span once, and the crate's sort
         // then finds the batch sorted.
-        batch.sort_by_cached_key(|span| {
-            u128::from_be_bytes(span.span_context.trace_id().to_bytes())
-        });
+        batch.sort_by_cached_key(|span| trace_id_bits(span.span_context.trace_id()));
         self.inner.export(batch).await
     }
 
@@ -144,7 +211,7 @@ impl SpanExporter for Exporter {
 /// Built on a thread of its own: the crate's blocking HTTP clients (its default one and ours) own a
 /// runtime, which may be neither created nor dropped on an async runtime's thread, and callers (tests)
 /// may be on one.
-pub fn exporter(settings: &ExporterSettings) -> anyhow::Result<Exporter> {
+fn exporter(settings: &Settings) -> anyhow::Result<Exporter> {
     let inner = std::thread::scope(|scope| scope.spawn(|| build_exporter(settings)).join())
         .unwrap_or_else(|_| Err(anyhow::anyhow!("building the Datadog exporter panicked")))?;
     Ok(Exporter {
@@ -153,7 +220,7 @@ pub fn exporter(settings: &ExporterSettings) -> anyhow::Result<Exporter> {
     })
 }
 
-fn build_exporter(settings: &ExporterSettings) -> anyhow::Result<DatadogExporter> {
+fn build_exporter(settings: &Settings) -> anyhow::Result<DatadogExporter> {
     let client = reqwest::blocking::Client::builder()
         .timeout(EXPORT_TIMEOUT)
         .connect_timeout(CONNECT_TIMEOUT)
@@ -170,20 +237,15 @@ fn build_exporter(settings: &ExporterSettings) -> anyhow::Result<DatadogExporter
     Ok(exporter)
 }
 
-/// The Datadog operation name: [`OPERATION_NAME`] for server spans, `mysql.query` for client spans
-/// (the only ones are statements), else the span name. The resource stays the span name (the
+/// The Datadog operation name: the server span's for server spans, the query span's for client
+/// spans (the only ones are statements), else the span name. The resource stays the span name (the
 /// crate's default): the route, or the statement.
 fn operation_name<'a>(span: &'a SpanData, _config: &'a ModelConfig) -> &'a str {
     match span.span_kind {
-        SpanKind::Server => OPERATION_NAME,
-        SpanKind::Client => crate::db::query::OPERATION_NAME,
+        SpanKind::Server => server::OPERATION_NAME,
+        SpanKind::Client => query::OPERATION_NAME,
         _ => span.name.as_ref(),
     }
-}
-
-/// The context in Datadog headers, as the crate's propagator reads them.
-pub fn extract_context(headers: &dyn Extractor) -> Context {
-    DatadogPropagator::new().extract(headers)
 }
 
 #[cfg(test)]
