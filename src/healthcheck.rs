@@ -15,7 +15,10 @@ pub const TIMEOUT: Duration = Duration::from_secs(2);
 /// Asks `GET /health` of the service that `config` describes; `Ok` on a 200. With the HTTP client the
 /// service already has (the exporter's): one request, once, where what it costs does not matter.
 pub fn check(config: &Config, timeout: Duration) -> Result<(), String> {
-    let address = SocketAddr::new(loopback_if_unspecified(config.host), config.port);
+    let address = SocketAddr::new(
+        loopback_if_unspecified(config.server.host),
+        config.server.port,
+    );
     let url = format!("http://{address}/health");
     let client = reqwest::blocking::Client::builder()
         .timeout(timeout)

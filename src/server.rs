@@ -33,12 +33,12 @@ impl Application {
     /// Binds the configured address (port 0 picks a free port, which [`Self::local_addr`] tells), to
     /// serve `router` (`apm_demo::app`).
     pub async fn bind(config: &Config, router: Router) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(config.listen_addr()).await?;
+        let listener = TcpListener::bind(config.server.listen_addr()).await?;
         Ok(Self {
             listener,
             router,
-            max_connections: config.max_connections as usize,
-            header_read_timeout: config.header_read_timeout,
+            max_connections: config.server.max_connections as usize,
+            header_read_timeout: config.server.header_read_timeout,
         })
     }
 

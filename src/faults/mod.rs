@@ -29,7 +29,7 @@ use tower::{Layer, Service};
 
 pub use source::{FlagSource, KNOWN_FLAGS, Kind};
 
-use crate::config::Config;
+use crate::config::FaultConfig;
 use crate::telemetry::contract::{FaultsApplied, InjectedPanic, SpanError};
 
 /// The span's `error.type` of an injected 500.
@@ -43,7 +43,7 @@ pub struct FaultLayer {
 }
 
 /// The fault layer of the configuration (starts the file's watcher thread when a file is set).
-pub fn layer(config: &Config) -> FaultLayer {
+pub fn layer(config: &FaultConfig) -> FaultLayer {
     FaultLayer {
         source: config.flagd_offline_flag_source_path.clone().map(|path| {
             FlagSource::watch(
