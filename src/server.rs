@@ -18,6 +18,7 @@
 
 mod evictions;
 mod in_flight;
+#[cfg(unix)]
 mod open_files;
 mod registry;
 
@@ -95,6 +96,7 @@ impl Application {
     pub async fn bind_with(config: &Config, router: Router) -> std::io::Result<Self> {
         // One more accepted connection may wait for room.
         let files = u64::from(config.max_connections) + 1 + u64::from(config.mysql_pool_size);
+        #[cfg(unix)]
         open_files::raise(files + OTHER_FILES, config.max_connections);
         let address = config.listen_addr();
         let socket = if address.is_ipv4() {

@@ -234,7 +234,9 @@ mod tests {
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[CONNECTION], "close");
         assert_eq!(response.headers()[RETRY_AFTER], "1");
-        assert_eq!(response.into_body().size_hint().exact(), Some(0));
+        let body = response.into_body();
+        assert_eq!(body.size_hint().exact(), Some(0));
+        assert!(body.is_end_stream());
         assert_eq!(COUNTED.load(Ordering::SeqCst), 0, "the handler never ran");
         // The same request on a connection that was not evicted runs it.
         let (_registry, tracked) = served();

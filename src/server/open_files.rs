@@ -5,13 +5,12 @@
 //! container's soft limit can be as low as 1,024 under a far higher hard limit, up to which any
 //! process may raise its own (Go's runtime does so for every program).
 
+use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+
 /// Raises the soft limit on open files to `needed` (at most to the hard limit) if it is lower, and
 /// warns, naming `MAX_CONNECTIONS`, if the hard limit is lower too. Returns the soft limit now
 /// (`None`: unlimited).
-#[cfg(unix)]
 pub(crate) fn raise(needed: u64, max_connections: u32) -> Option<u64> {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-
     let limit = getrlimit(Resource::Nofile);
     // `None` is unlimited.
     if limit.current.is_none_or(|current| current >= needed) {
@@ -41,15 +40,8 @@ pub(crate) fn raise(needed: u64, max_connections: u32) -> Option<u64> {
     Some(raised)
 }
 
-#[cfg(not(unix))]
-pub(crate) fn raise(_needed: u64, _max_connections: u32) -> Option<u64> {
-    None
-}
-
-#[cfg(all(test, unix))]
+#[cfg(test)]
 mod tests {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-
     use super::*;
 
     /// Changes this test process's own limit, and puts it back.

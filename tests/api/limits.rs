@@ -2,7 +2,7 @@
 //! span says why; cleartext HTTP/2 is not served; past `MAX_CONNECTIONS` a new connection evicts the
 //! one that has waited longest for a request head, never one with a request in flight, and the log
 //! counts evictions; a request head past 16 KiB is refused with 431; stopping closes the connections
-//! waiting for a head at once. (Floods and overload, which measure latencies and memory, run in
+//! waiting for a head at once; the open-file limit is raised to what the connection limit needs. (Floods and overload, which measure latencies and memory, run in
 //! tests/limits.rs, one test at a time on the release build.)
 
 use std::time::{Duration, Instant};
@@ -296,4 +296,76 @@ async fn stopping_closes_the_connections_waiting_for_a_head_at_once() {
     );
     assert!(closed_unanswered(&mut unfinished).await);
     assert!(closed_unanswered(&mut idle).await);
+}
+
+/// The service raises its soft limit on open files to what `MAX_CONNECTIONS` needs (past it,
+/// accepting would fail before the limit is reached, and nothing would be evicted): the
+/// connections, one waiting for room, MySQL's pool and 64 more. Up to the hard limit, past which
+/// it warns, naming the setting.
+#[test]
+fn the_open_file_limit_is_raised_to_what_max_connections_needs() {
+    // (ulimit settings, soft limit expected, the line logged)
+    let cases = [
+        (
+            "ulimit -Sn 256",
+            300 + 1 + 5 + 64,
+            "raised the open-file limit from 256 to 370 for MAX_CONNECTIONS=300",
+        ),
+        (
+            "ulimit -n 200",
+            200,
+            "MAX_CONNECTIONS=300 needs 370 open files, but this process may open 200",
+        ),
+    ];
+    for (ulimit, expected, logged) in cases {
+        let (soft, lines) = open_file_limit_at_start(ulimit);
+        assert_eq!(soft, expected, "{ulimit}: {lines:#?}");
+        assert!(
+            lines.iter().any(|l| l.contains(logged)),
+            "{ulimit}: {lines:#?}"
+        );
+    }
+}
+
+/// The binary started under `ulimit` with MAX_CONNECTIONS=300 and MYSQL_POOL_SIZE=5: its soft limit
+/// on open files once it listens, and its log lines until then.
+fn open_file_limit_at_start(ulimit: &str) -> (u64, Vec<String>) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            &format!("{ulimit} && exec \"$0\""),
+            env!("CARGO_BIN_EXE_apm-demo"),
+        ])
+        .env_clear()
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("DD_TRACE_ENABLED", "false")
+        .env("MAX_CONNECTIONS", "300")
+        .env("MYSQL_POOL_SIZE", "5")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let listening = line.contains("listening on");
+        lines.push(line);
+        if listening {
+            break;
+        }
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .unwrap()
+        .parse()
+        .unwrap();
+    (soft, lines)
 }
