@@ -391,6 +391,7 @@ fn flood(attack: Attack) {
     let client = NormalClient::new(&service);
 
     let before = client.quiet();
+    let before_p50 = percentile(&mut before.all(), 0.5);
     let before_p99 = percentile(&mut before.all(), 0.99);
     // Only the kept-alive connection is open now.
     let quiet_fds = open_fds(&service);
@@ -417,6 +418,7 @@ fn flood(attack: Attack) {
     let fds_after = settles_to(&service, quiet_fds);
 
     let after = client.quiet();
+    let after_p50 = percentile(&mut after.all(), 0.5);
     let after_p99 = percentile(&mut after.all(), 0.99);
     let after_rss = rss_kib(&service);
     assert!(service.terminate().success());
@@ -430,8 +432,8 @@ fn flood(attack: Attack) {
     println!(
         "{attack:?} flood, {ATTACKERS} attackers for {attacked_for:.1?}: {opened} connections opened, \
          {evicted_seen} evicted ({:.0}/s); a normal client's p99 {all_p99:?} ({} kept-alive: \
-         {kept_p99:?}, {} on new connections: {fresh_p99:?}), quiet {before_p99:?} before and \
-         {after_p99:?} after; /health {:?}; RSS {idle_rss} KiB idle, {peak_rss} KiB peak ({:.1} KiB \
+         {kept_p99:?}, {} on new connections: {fresh_p99:?}), quiet p50/p99 {before_p50:?}/{before_p99:?} \
+         before and {after_p50:?}/{after_p99:?} after; /health {:?}; RSS {idle_rss} KiB idle, {peak_rss} KiB peak ({:.1} KiB \
          a connection; bound {bound_kib} KiB), {after_rss} KiB after; eviction lines {lines:?}",
         evicted_seen as f64 / attacked_for.as_secs_f64(),
         during.kept.len(),
@@ -472,16 +474,17 @@ fn flood(attack: Attack) {
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert_eq!(lines[0], 1);
     // Back to quiet: every attacker's connection is gone, and a normal client is served as
-    // before (on a shared machine: within 2x and 5 ms).
+    // before (the median within 2x and 1 ms: a shared machine's p99 moves by milliseconds).
     assert!(
         fds_after <= quiet_fds,
         "{fds_after} descriptors, {quiet_fds} before"
     );
     assert!(after.failures.is_empty(), "{:?}", after.failures);
     assert!(
-        after_p99 < before_p99 * 2 + Duration::from_millis(5),
-        "p99 {after_p99:?} after, {before_p99:?} before"
+        after_p50 < before_p50 * 2 + Duration::from_millis(1),
+        "p50 {after_p50:?} after, {before_p50:?} before"
     );
+    assert!(after_p99 < NORMAL_P99, "p99 {after_p99:?} after");
 }
 
 #[test]
