@@ -1,13 +1,17 @@
-//! loadgen: an HTTP load generator, in the pipeline oha uses: plan the schedule ([`cli`], [`plan`]),
-//! send ([`client`], [`run`]), record ([`record`]), show ([`monitor`]) and report ([`report`]).
+//! loadgen: an HTTP load generator, in the pipeline oha uses: plan ([`cli`], [`plan`], [`mix`],
+//! [`schedule`]), send ([`prepared`], [`client`], [`trace_headers`], [`run`]), record ([`record`]),
+//! show ([`monitor`]) and report ([`report`]).
 
 pub mod cli;
 pub mod client;
+pub mod mix;
 pub mod monitor;
 pub mod plan;
+pub mod prepared;
 pub mod record;
 pub mod report;
 pub mod run;
+pub mod schedule;
 pub mod trace_headers;
 
 use std::sync::Arc;

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::cli::TraceHeaders;
 use crate::client::Failure;
 use crate::plan::{Mode, Plan};
 use crate::record::{PathRecord, Record};
+use crate::trace_headers::TraceHeaders;
 
 /// The run's summary; `--json` prints exactly this.
 #[derive(Debug, Clone, Serialize)]

@@ -16,8 +16,10 @@ use http::{HeaderValue, Request};
 use http_body_util::Full;
 
 use crate::client::{Connection, Failure};
-use crate::plan::{Plan, Prepared, Schedule};
+use crate::plan::Plan;
+use crate::prepared::Prepared;
 use crate::record::Record;
+use crate::schedule::Schedule;
 use crate::trace_headers;
 
 /// Pause before reconnecting after a failed connect, so a dead target is not hammered in a loop.
@@ -59,7 +61,7 @@ pub async fn preflight(plan: &Plan) -> anyhow::Result<()> {
 pub async fn run(plan: Arc<Plan>, progress: Arc<Progress>) -> Outcome {
     let schedule = Arc::new(Schedule::new(&plan, Instant::now()));
     // Prepared once: a request to a fixed path clones its URI instead of parsing the text again.
-    let targets: Arc<Vec<Prepared>> = Arc::new(plan.mix.prepare(&plan.target));
+    let targets: Arc<Vec<Prepared>> = Arc::new(Prepared::all(&plan.mix, &plan.target));
     let workers: Vec<_> = (0..plan.connections)
         .map(|_| {
             tokio::spawn(worker(
@@ -70,7 +72,7 @@ pub async fn run(plan: Arc<Plan>, progress: Arc<Progress>) -> Outcome {
             ))
         })
         .collect();
-    let mut record = Record::new(plan.mix.len());
+    let mut record = Record::new(plan.mix.entries().len());
     for worker in workers {
         if let Ok(worker_record) = worker.await {
             record.merge(&worker_record);

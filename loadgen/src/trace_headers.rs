@@ -1,8 +1,26 @@
 //! A fresh trace context per request, in the format the service is asked to continue.
 
+use clap::ValueEnum;
 use http::{HeaderMap, HeaderValue};
 
-use crate::cli::TraceHeaders;
+/// Which trace context each request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TraceHeaders {
+    /// `x-datadog-trace-id`, `x-datadog-parent-id`, `x-datadog-sampling-priority: 1`.
+    Datadog,
+    /// W3C `traceparent`, sampled.
+    W3c,
+    /// No trace headers.
+    None,
+}
+
+impl std::fmt::Display for TraceHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let value = self.to_possible_value().expect("no variant is skipped");
+        f.write_str(value.get_name())
+    }
+}
 
 /// Adds the headers of a new, sampled trace to `headers`.
 pub fn inject(format: TraceHeaders, headers: &mut HeaderMap) {

@@ -213,7 +213,7 @@ async fn methods_bodies_and_numbered_paths_reach_the_server() {
     );
 
     // The numbers are the plan's, request by request: the run sends exactly these paths.
-    let mix = loadgen::plan::Mix::parse(text).unwrap();
+    let mix = loadgen::mix::Mix::parse(text).unwrap();
     let mut expected: Vec<String> = (0..700)
         .filter(|&i| mix.pick(i) == 3)
         .map(|i| format!("GET {}", mix.entries()[3].path_of(i)))
