@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::Parser;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::mix::{self, Mix};
-use crate::plan::{Mode, Plan, Stop, Target};
+use crate::plan::{Mode, Plan, Stop, Target, Tracing};
 use crate::trace_headers::TraceHeaders;
 
 const EXAMPLES: &str = "\
@@ -17,6 +18,8 @@ Examples:
   loadgen --mix 'POST /api/visits {\"page\":\"/a\"}=1,/api/visits/{1..100}=3'
                                                      a JSON body; ids drawn from 1 to 100
   loadgen --rate 20 --trace-headers datadog          each request starts a trace the service continues
+  loadgen --rate 20 --trace-agent http://localhost:8126
+                                                     ... as loadgen's own client span, reported
   loadgen -d 10s --max-error-rate 0.01               exit 3 if more than 1% of requests fail";
 
 /// Drives an HTTP service at a fixed rate or as fast as it answers, and reports latency percentiles.
@@ -59,9 +62,27 @@ pub struct Args {
     )]
     pub headers: Vec<String>,
 
-    /// Start a new trace in each request, in this propagation format.
-    #[arg(long, env = "LOADGEN_TRACE_HEADERS", value_enum, default_value_t = TraceHeaders::None)]
-    pub trace_headers: TraceHeaders,
+    /// Start a new trace in each request, in this propagation format [default: none; both with
+    /// --trace-agent].
+    #[arg(long, env = "LOADGEN_TRACE_HEADERS", value_enum)]
+    pub trace_headers: Option<TraceHeaders>,
+
+    /// Report a client span per request to this Datadog trace agent (`http://host:8126`); the trace
+    /// headers then carry that span's ids, so the service's span is its child.
+    #[arg(long, env = "LOADGEN_TRACE_AGENT", value_name = "URL")]
+    pub trace_agent: Option<String>,
+
+    /// The service name of loadgen's spans.
+    #[arg(long, env = "DD_SERVICE", default_value = "loadgen")]
+    pub dd_service: String,
+
+    /// The environment of loadgen's spans (unified service tagging), as the service's default.
+    #[arg(long, env = "DD_ENV", default_value = "dev")]
+    pub dd_env: String,
+
+    /// The version of loadgen's spans (unified service tagging).
+    #[arg(long, env = "DD_VERSION", default_value = env!("CARGO_PKG_VERSION"))]
+    pub dd_version: String,
 
     /// Give up on a request after this long (counted as a timeout error).
     #[arg(long, env = "LOADGEN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -106,6 +127,19 @@ impl Args {
             anyhow::ensure!(!duration.is_zero(), "--duration must be longer than 0");
         }
         anyhow::ensure!(!self.timeout.is_zero(), "--timeout must be longer than 0");
+        // An empty value (`LOADGEN_TRACE_AGENT=`) is no agent, as Datadog's tracers read theirs.
+        let agent = self
+            .trace_agent
+            .as_deref()
+            .map(str::trim)
+            .filter(|a| !a.is_empty());
+        let tracing = agent.map(|agent| self.tracing(agent)).transpose()?;
+        let trace_headers = self.trace_headers.unwrap_or(if tracing.is_some() {
+            // What Datadog's tracers inject by default (dd-trace-py: `datadog,tracecontext,baggage`).
+            TraceHeaders::Both
+        } else {
+            TraceHeaders::None
+        });
         let stop = Stop {
             duration: match (self.duration, self.requests) {
                 (None, None) => Some(DEFAULT_DURATION),
@@ -117,11 +151,29 @@ impl Args {
             target,
             mix,
             headers: parse_headers(&self.headers)?,
-            trace_headers: self.trace_headers,
+            trace_headers,
             mode,
             connections,
             stop,
             timeout: self.timeout,
+            tracing,
+        })
+    }
+
+    fn tracing(&self, agent: &str) -> anyhow::Result<Tracing> {
+        let agent = Target::parse(agent).context("--trace-agent")?;
+        for (flag, value) in [
+            ("--dd-service (DD_SERVICE)", &self.dd_service),
+            ("--dd-env (DD_ENV)", &self.dd_env),
+            ("--dd-version (DD_VERSION)", &self.dd_version),
+        ] {
+            anyhow::ensure!(!value.trim().is_empty(), "{flag} must not be empty");
+        }
+        Ok(Tracing {
+            agent,
+            service: self.dd_service.trim().to_owned(),
+            env: self.dd_env.trim().to_owned(),
+            version: self.dd_version.trim().to_owned(),
         })
     }
 

@@ -21,6 +21,18 @@ pub struct Plan {
     pub connections: usize,
     pub stop: Stop,
     pub timeout: Duration,
+    /// loadgen's own client spans, when they are reported (`--trace-agent`).
+    pub tracing: Option<Tracing>,
+}
+
+/// Where loadgen reports a client span per request, and the unified service tags the spans carry.
+#[derive(Debug, Clone)]
+pub struct Tracing {
+    /// The Datadog trace agent (its base URL; spans go to `/v0.4/traces` under it).
+    pub agent: Target,
+    pub service: String,
+    pub env: String,
+    pub version: String,
 }
 
 /// Open loop (a fixed rate) or closed loop (as fast as the service answers).
@@ -37,7 +49,8 @@ pub struct Stop {
     pub requests: Option<u64>,
 }
 
-/// The service: its address for the socket, its authority for the Host header, its base path.
+/// An HTTP server (the service, or the trace agent): its address for the socket, its authority for
+/// the Host header, its base path.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub base: Url,
