@@ -111,28 +111,6 @@ impl Encoder {
         }
     }
 
-    /// Each entry's resource, URL (prefix and parts when numbered) and method (measurement only).
-    #[cfg(feature = "otel-experiment")]
-    pub(crate) fn entry_views(
-        &self,
-    ) -> (
-        Vec<String>,
-        Vec<(String, Option<Vec<Part>>)>,
-        Vec<&'static str>,
-    ) {
-        let resources = self.entries.iter().map(|e| e.resource.clone()).collect();
-        let urls = self
-            .entries
-            .iter()
-            .map(|e| match &e.url {
-                EntryUrl::Fixed(url) => (url.clone(), None),
-                EntryUrl::Numbered { prefix, parts } => (prefix.clone(), Some(parts.clone())),
-            })
-            .collect();
-        let methods = self.entries.iter().map(|e| e.method).collect();
-        (resources, urls, methods)
-    }
-
     /// Appends the v0.4 payload of `spans`, one trace each, to `out`.
     pub fn encode(&mut self, spans: &[ClientSpan], out: &mut Vec<u8>) {
         // About 600 bytes a span: grown once, not copied over as it doubles.

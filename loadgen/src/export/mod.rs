@@ -9,8 +9,6 @@
 
 mod agent;
 pub mod datadog;
-#[cfg(feature = "otel-experiment")]
-mod otel;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -117,51 +115,28 @@ impl Export {
     }
 }
 
-/// Where batches go: encoded here and posted, or (measurement only) through the service's stack.
-enum Sink {
-    Direct {
-        encoder: datadog::Encoder,
-        client: agent::AgentClient,
-        payload: Vec<u8>,
-    },
-    #[cfg(feature = "otel-experiment")]
-    Otel(Box<otel::OtelSink>),
+/// Where batches go: encoded, then posted to the agent.
+struct Sink {
+    encoder: datadog::Encoder,
+    client: agent::AgentClient,
 }
 
 impl Sink {
     fn new(plan: &Plan, tracing: &Tracing) -> Self {
-        #[cfg(feature = "otel-experiment")]
-        if std::env::var("LOADGEN_EXPORTER").is_ok_and(|e| e == "otel") {
-            return Self::Otel(Box::new(otel::OtelSink::new(plan, tracing)));
-        }
-        Self::Direct {
+        Self {
             encoder: datadog::Encoder::new(plan, tracing),
             client: agent::AgentClient::new(&tracing.agent),
-            payload: Vec::new(),
         }
     }
 
     fn send(&mut self, batch: &[ClientSpan]) -> Result<(), String> {
-        match self {
-            Self::Direct {
-                encoder,
-                client,
-                payload,
-            } => {
-                encoder.encode(batch, payload);
-                client.post(std::mem::take(payload), batch.len())
-            }
-            #[cfg(feature = "otel-experiment")]
-            Self::Otel(sink) => sink.send(batch),
-        }
+        let mut payload = Vec::new();
+        self.encoder.encode(batch, &mut payload);
+        self.client.post(payload, batch.len())
     }
 
     fn url(&self) -> &url::Url {
-        match self {
-            Self::Direct { client, .. } => client.url(),
-            #[cfg(feature = "otel-experiment")]
-            Self::Otel(sink) => sink.url(),
-        }
+        self.client.url()
     }
 }
 
