@@ -197,3 +197,69 @@ impl Record {
         total
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: StatusCode = StatusCode::OK;
+    const FAIL: StatusCode = StatusCode::INTERNAL_SERVER_ERROR;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn the_five_slowest_traced_answers_are_kept_slowest_first() {
+        let mut record = Record::new(1);
+        for (i, latency) in [3, 9, 1, 7, 5, 8, 2, 6].into_iter().enumerate() {
+            let i = i as u64;
+            record.answer(0, OK, ms(latency), Some((100 + u128::from(i), i)));
+        }
+        record.answer(0, OK, ms(50), None);
+        let kept: Vec<(u64, u128)> = record.paths[0]
+            .slowest
+            .iter()
+            .map(|n| (n.latency.as_millis() as u64, n.trace_id))
+            .collect();
+        assert_eq!(
+            kept,
+            [(9, 101), (8, 105), (7, 103), (6, 107), (5, 104)],
+            "an untraced answer is not named, however slow"
+        );
+        assert!(record.paths[0].failed.is_empty());
+    }
+
+    #[test]
+    fn an_answer_as_slow_as_the_fastest_kept_does_not_displace_it() {
+        let mut record = Record::new(1);
+        for i in 0..6 {
+            record.answer(0, OK, ms(4), Some((u128::from(i), i)));
+        }
+        let kept: Vec<u128> = record.paths[0].slowest.iter().map(|n| n.trace_id).collect();
+        assert_eq!(kept, [0, 1, 2, 3, 4], "the first come stay");
+    }
+
+    #[test]
+    fn the_first_three_failures_are_kept_whichever_worker_saw_them() {
+        let mut first = Record::new(1);
+        let mut second = Record::new(1);
+        first.answer(0, FAIL, ms(1), Some((1, 4)));
+        first.failure(0, Failure::Timeout, ms(1), Some((2, 9)));
+        first.answer(0, OK, ms(1), Some((3, 1)));
+        second.failure(0, Failure::Io, ms(1), Some((4, 2)));
+        second.answer(0, FAIL, ms(1), Some((5, 7)));
+        second.failure(0, Failure::Connect, ms(1), Some((6, 3)));
+        second.failure(0, Failure::Connect, ms(1), None);
+        first.merge(&second);
+        let failed: Vec<(u64, u128)> = first.paths[0]
+            .failed
+            .iter()
+            .map(|n| (n.index, n.trace_id))
+            .collect();
+        assert_eq!(failed, [(2, 4), (3, 6), (4, 1)], "by request number");
+        assert_eq!(first.paths[0].errors(), 6);
+        let slowest: Vec<u128> = first.paths[0].slowest.iter().map(|n| n.trace_id).collect();
+        assert_eq!(slowest.len(), 3, "answers only: {slowest:?}");
+    }
+}

@@ -210,3 +210,36 @@ impl Flusher {
         batch.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span() -> ClientSpan {
+        ClientSpan {
+            context: TraceContext {
+                trace_id: 1,
+                span_id: 1,
+            },
+            start: SystemTime::UNIX_EPOCH,
+            duration: Duration::ZERO,
+            entry: 0,
+            index: 0,
+            outcome: Ok(StatusCode::OK),
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let (queue, spans) = std::sync::mpsc::sync_channel(2);
+        let reporter = Reporter {
+            queue,
+            dropped: Arc::default(),
+        };
+        for _ in 0..5 {
+            reporter.report(span());
+        }
+        assert_eq!(reporter.dropped.load(Ordering::Relaxed), 3);
+        assert_eq!(spans.try_iter().count(), 2);
+    }
+}
