@@ -96,7 +96,8 @@ impl TraceRef {
         Self {
             trace_id: format!("{:032x}", noted.trace_id),
             trace_id_64: (noted.trace_id as u64).to_string(),
-            latency_ms: noted.latency.as_secs_f64() * 1000.0,
+            // To the microsecond, as the percentiles.
+            latency_ms: noted.latency.as_micros() as f64 / 1000.0,
             status,
             error,
         }
