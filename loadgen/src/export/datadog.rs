@@ -99,7 +99,12 @@ impl Encoder {
             version: tracing.version.clone(),
             runtime_id: format!("{:032x}", fastrand::u128(..)),
             process_id: f64::from(std::process::id()),
-            host: target.base.host_str().unwrap_or_default().to_owned(),
+            // The host as written, an IPv6 address without its URL brackets.
+            host: match target.base.host() {
+                Some(url::Host::Ipv6(address)) => address.to_string(),
+                Some(host) => host.to_string(),
+                None => String::new(),
+            },
             port: target
                 .base
                 .port_or_known_default()
@@ -262,4 +267,177 @@ fn field_int(out: &mut Vec<u8>, key: &str, value: i64) {
 fn field_f64(out: &mut Vec<u8>, key: &str, value: f64) {
     let _ = encode::write_str(out, key);
     let _ = encode::write_f64(out, value);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use clap::Parser;
+    use rmpv::Value;
+
+    use super::*;
+    use crate::cli::Args;
+    use crate::trace_headers::TraceContext;
+
+    fn encoder(url: &str, mix: &str) -> Encoder {
+        let args = [
+            "loadgen",
+            url,
+            "--mix",
+            mix,
+            "--trace-agent",
+            "http://127.0.0.1:8126",
+        ];
+        let plan = Args::try_parse_from(args).unwrap().into_plan().unwrap();
+        Encoder::new(&plan, plan.tracing.as_ref().unwrap())
+    }
+
+    fn span(trace_id: u128, entry: usize, outcome: Result<StatusCode, Failure>) -> ClientSpan {
+        ClientSpan {
+            context: TraceContext {
+                trace_id,
+                span_id: 7,
+            },
+            start: SystemTime::UNIX_EPOCH + Duration::from_secs(2),
+            duration: Duration::from_micros(1500),
+            entry,
+            index: 3,
+            outcome,
+        }
+    }
+
+    /// The payload's spans, each a map of field names to values.
+    fn decode(payload: &[u8]) -> Vec<Vec<(String, Value)>> {
+        let value = rmpv::decode::read_value(&mut &payload[..]).unwrap();
+        let mut spans = Vec::new();
+        for trace in value.as_array().unwrap() {
+            for span in trace.as_array().unwrap() {
+                let fields = span.as_map().unwrap();
+                spans.push(
+                    fields
+                        .iter()
+                        .map(|(k, v)| (k.as_str().unwrap().to_owned(), v.clone()))
+                        .collect(),
+                );
+            }
+        }
+        spans
+    }
+
+    fn field<'a>(span: &'a [(String, Value)], name: &str) -> &'a Value {
+        &span.iter().find(|(k, _)| k == name).unwrap().1
+    }
+
+    fn meta(span: &[(String, Value)]) -> Vec<(String, String)> {
+        field(span, "meta")
+            .as_map()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().unwrap().to_owned(),
+                    v.as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_span_map_holds_what_its_length_says() {
+        let mut encoder = encoder("http://h:1", "/a");
+        let spans = [
+            span(1 << 64 | 5, 0, Ok(StatusCode::OK)),
+            span(5, 0, Ok(StatusCode::INTERNAL_SERVER_ERROR)),
+            span(1 << 64 | 5, 0, Err(Failure::Io)),
+        ];
+        let mut payload = Vec::new();
+        encoder.encode(&spans, &mut payload);
+        // Decoding the whole payload and finding nothing after it: every length was right.
+        let mut rest = &payload[..];
+        rmpv::decode::read_value(&mut rest).unwrap();
+        assert!(rest.is_empty(), "{} bytes left over", rest.len());
+        let decoded = decode(&payload);
+        assert_eq!(decoded.len(), 3);
+        let keys = |span: &[(String, Value)]| -> Vec<String> {
+            meta(span).into_iter().map(|(k, _)| k).collect()
+        };
+        let ok = keys(&decoded[0]);
+        assert!(
+            ok.contains(&"_dd.p.tid".to_owned()) && ok.contains(&"http.status_code".to_owned())
+        );
+        assert!(!ok.contains(&"error.type".to_owned()));
+        let five_hundred = keys(&decoded[1]);
+        assert!(
+            !five_hundred.contains(&"_dd.p.tid".to_owned()),
+            "a 64-bit id has no high bits"
+        );
+        assert!(five_hundred.contains(&"error.message".to_owned()));
+        let io = keys(&decoded[2]);
+        assert!(
+            !io.contains(&"http.status_code".to_owned()) && io.contains(&"error.type".to_owned())
+        );
+        assert_eq!(field(&decoded[0], "error").as_i64(), Some(0));
+        assert_eq!(field(&decoded[1], "error").as_i64(), Some(1));
+        assert_eq!(field(&decoded[2], "start").as_i64(), Some(2_000_000_000));
+        assert_eq!(field(&decoded[2], "duration").as_i64(), Some(1_500_000));
+        assert_eq!(
+            field(&decoded[0], "trace_id").as_u64(),
+            Some(5),
+            "the low 64 bits"
+        );
+        assert_eq!(field(&decoded[0], "span_id").as_u64(), Some(7));
+    }
+
+    #[test]
+    fn resource_and_url_follow_the_base_path_and_leave_the_query_out() {
+        let mut encoder = encoder("http://h:1/prefix/", "/a?x=1=1,GET /v/{1..3}/w?q={1..2}=1");
+        let mut payload = Vec::new();
+        encoder.encode(
+            &[
+                span(1, 0, Ok(StatusCode::OK)),
+                span(1, 1, Ok(StatusCode::OK)),
+            ],
+            &mut payload,
+        );
+        let decoded = decode(&payload);
+        assert_eq!(
+            field(&decoded[0], "resource").as_str(),
+            Some("GET /prefix/a")
+        );
+        assert_eq!(
+            field(&decoded[1], "resource").as_str(),
+            Some("GET /prefix/v/{id}/w")
+        );
+        let url = |span: &[(String, Value)]| {
+            meta(span)
+                .into_iter()
+                .find(|(k, _)| k == "http.url")
+                .unwrap()
+                .1
+        };
+        assert_eq!(url(&decoded[0]), "http://h:1/prefix/a");
+        let numbered = url(&decoded[1]);
+        let id = numbered
+            .strip_prefix("http://h:1/prefix/v/")
+            .and_then(|rest| rest.strip_suffix("/w"))
+            .unwrap_or_else(|| panic!("{numbered}"));
+        assert!(
+            ["1", "2", "3"].contains(&id),
+            "request 3's own id: {numbered}"
+        );
+    }
+
+    #[test]
+    fn an_ipv6_target_is_its_address_in_the_peer_tags() {
+        let mut encoder = encoder("http://[::1]:8080", "/a");
+        let mut payload = Vec::new();
+        encoder.encode(&[span(1, 0, Ok(StatusCode::OK))], &mut payload);
+        let meta = meta(&decode(&payload)[0]);
+        let tag = |key: &str| meta.iter().find(|(k, _)| k == key).unwrap().1.clone();
+        assert_eq!(tag("out.host"), "::1");
+        assert_eq!(tag("server.address"), "::1");
+        assert_eq!(tag("network.destination.port"), "8080");
+        assert_eq!(tag("http.url"), "http://[::1]:8080/a");
+    }
 }

@@ -1,6 +1,6 @@
 //! Reporting loadgen's client spans to a Datadog trace agent, off the request path.
 //!
-//! A connection hands each finished request's [`ClientSpan`] (ids, times, outcome: a few dozen bytes,
+//! A connection hands each finished request's [`ClientSpan`] (ids, times, outcome: under 100 bytes,
 //! nothing formatted) to a bounded queue and goes on; when the queue is full (the agent is slow or
 //! absent) the span is dropped and counted, never waited for. One thread of its own takes the spans
 //! out, turns them into Datadog spans ([`datadog`]) and posts them to the agent ([`agent`]) in
@@ -23,7 +23,7 @@ use crate::plan::{Plan, Tracing};
 use crate::trace_headers::TraceContext;
 
 /// Spans waiting for the export thread at most; beyond, new ones are dropped and counted. At 10k
-/// requests per second that is a second of spans (about 600 KiB), enough to ride out a slow post.
+/// requests per second that is a second of spans (about 1 MB), enough to ride out a slow post.
 pub const QUEUE_CAPACITY: usize = 10_000;
 /// Spans per payload at most (a few hundred KiB of msgpack; the Agent takes up to 25 MB).
 const MAX_BATCH: usize = 2_000;
@@ -227,6 +227,11 @@ mod tests {
             index: 0,
             outcome: Ok(StatusCode::OK),
         }
+    }
+
+    #[test]
+    fn a_span_on_the_queue_is_under_100_bytes() {
+        assert!(std::mem::size_of::<ClientSpan>() <= 96);
     }
 
     #[test]
