@@ -209,6 +209,48 @@ async fn spans_go_in_payloads_of_2000_at_most_and_none_is_lost_at_the_end() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_leave_in_one_batch_a_second_while_the_load_runs() {
+    let (url, _) = serve(Behaviour::default()).await;
+    let agent = Agent::start(Answer::Accept).await;
+    let started = Instant::now();
+    let summary = load(
+        &url,
+        &[
+            "--rate",
+            "100",
+            "-d",
+            "2500ms",
+            "-c",
+            "2",
+            "--trace-agent",
+            &agent.url,
+            "--mix",
+            "/a",
+        ],
+    )
+    .await;
+    let load_ended = started + Duration::from_secs_f64(summary.elapsed_s);
+    let payloads = agent.payloads();
+    let total: usize = payloads.iter().map(|p| p.traces.len()).sum();
+    assert_eq!(total as u64, summary.overall.requests);
+    // About a second's spans per payload (not one per tick), the first well before the load ends.
+    assert!(
+        (2..=4).contains(&payloads.len()),
+        "{} payloads",
+        payloads.len()
+    );
+    assert!(
+        payloads[0].arrived < load_ended,
+        "spans flow during the load"
+    );
+    assert!(
+        payloads[0].traces.len() >= 50,
+        "{}",
+        payloads[0].traces.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_span_is_the_request_as_loadgen_timed_it() {
     let delay = Duration::from_millis(30);
     let (url, seen) = serve(Behaviour { delay, stall: None }).await;

@@ -235,6 +235,24 @@ mod tests {
     }
 
     #[test]
+    fn the_lost_count_adds_the_dropped_spans_to_the_refused_ones() {
+        let (queue, spans) = std::sync::mpsc::sync_channel(1);
+        let thread = std::thread::spawn(move || {
+            // The export thread ends when the queue closes, with what it posted and lost.
+            while spans.recv().is_ok() {}
+            SpanCounts { sent: 4, lost: 2 }
+        });
+        let export = Export {
+            reporter: Reporter {
+                queue,
+                dropped: Arc::new(AtomicU64::new(3)),
+            },
+            thread,
+        };
+        assert_eq!(export.finish(), SpanCounts { sent: 4, lost: 5 });
+    }
+
+    #[test]
     fn a_full_queue_drops_and_counts_instead_of_waiting() {
         let (queue, spans) = std::sync::mpsc::sync_channel(2);
         let reporter = Reporter {

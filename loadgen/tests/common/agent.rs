@@ -2,7 +2,7 @@
 //! the Datadog Agent reads them) and keeps them with their headers; or it misbehaves on purpose.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -28,6 +28,8 @@ pub struct Payload {
     pub headers: HeaderMap,
     /// The traces, each a list of spans, as JSON.
     pub traces: Vec<Vec<Value>>,
+    /// When it arrived.
+    pub arrived: Instant,
 }
 
 #[derive(Clone)]
@@ -97,6 +99,7 @@ async fn receive(
         path: uri.path().to_owned(),
         headers,
         traces,
+        arrived: Instant::now(),
     });
     StatusCode::OK
 }
