@@ -243,6 +243,24 @@ mod tests {
     }
 
     #[test]
+    fn header_count_is_what_a_128_bit_context_adds() {
+        let context = TraceContext::new(SystemTime::now());
+        for format in [
+            TraceHeaders::Datadog,
+            TraceHeaders::W3c,
+            TraceHeaders::Both,
+            TraceHeaders::None,
+        ] {
+            let injector = Injector::new(format);
+            assert_eq!(
+                headers(format, &context).len(),
+                injector.header_count(),
+                "{format}"
+            );
+        }
+    }
+
+    #[test]
     fn the_tags_follow_the_high_bits_as_they_change() {
         let mut injector = Injector::new(TraceHeaders::Datadog);
         let mut tags = |high: u128| {

@@ -91,3 +91,35 @@ impl Tracer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_tracer_when_nothing_is_traced() {
+        assert!(Tracer::new(TraceHeaders::None, None).is_none());
+    }
+
+    #[test]
+    fn the_map_is_sized_for_every_header_a_trace_adds() {
+        for (format, count) in [
+            (TraceHeaders::Datadog, 4),
+            (TraceHeaders::W3c, 1),
+            (TraceHeaders::Both, 5),
+        ] {
+            let mut tracer = Tracer::new(format, None).unwrap();
+            let trace = Trace {
+                context: TraceContext::new(SystemTime::now()),
+                start: SystemTime::UNIX_EPOCH,
+            };
+            let mut headers = HeaderMap::new();
+            tracer.inject(&trace, &mut headers);
+            assert_eq!(
+                (headers.len(), tracer.header_count()),
+                (count, count),
+                "{format}"
+            );
+        }
+    }
+}
