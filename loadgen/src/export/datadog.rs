@@ -44,7 +44,7 @@ pub struct Encoder {
 
 /// What every span of one mix entry shares.
 struct EntryTags {
-    method: &'static str,
+    method: String,
     /// `METHOD path`, placeholders as `{id}`: one resource for the entry, whatever ids it drew.
     resource: String,
     url: EntryUrl,
@@ -77,7 +77,7 @@ impl Encoder {
                     }
                 }
                 EntryTags {
-                    method: method_name(&entry.method),
+                    method: entry.method.to_string(),
                     resource: format!("{} {base_path}{}", entry.method, without_query(&template)),
                     url: if entry.has_placeholders() {
                         EntryUrl::Numbered {
@@ -183,7 +183,7 @@ impl Encoder {
         field_str(out, "runtime-id", &self.runtime_id);
         field_str(out, "span.kind", "client");
         field_str(out, "component", COMPONENT);
-        field_str(out, "http.method", entry.method);
+        field_str(out, "http.method", &entry.method);
         field_str(out, "http.url", url);
         field_str(out, "out.host", &self.host);
         field_str(out, "server.address", &self.host);
@@ -210,19 +210,6 @@ impl Encoder {
         field_f64(out, "_dd.top_level", 1.0);
         field_f64(out, "_dd.measured", 1.0);
         field_f64(out, "process_id", self.process_id);
-    }
-}
-
-/// The method's name; the mix allows only the standard ones.
-fn method_name(method: &http::Method) -> &'static str {
-    match *method {
-        http::Method::HEAD => "HEAD",
-        http::Method::POST => "POST",
-        http::Method::PUT => "PUT",
-        http::Method::PATCH => "PATCH",
-        http::Method::DELETE => "DELETE",
-        http::Method::OPTIONS => "OPTIONS",
-        _ => "GET",
     }
 }
 
