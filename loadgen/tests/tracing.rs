@@ -6,6 +6,8 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use axum::http::{HeaderMap, StatusCode};
@@ -487,6 +489,84 @@ async fn an_agent_that_hangs_never_holds_a_request() {
     let counts = summary.spans.unwrap().counts;
     assert_eq!(counts.sent, 0);
     assert_eq!(counts.lost, summary.overall.requests);
+}
+
+/// An agent that answers each payload and then closes the connection without saying so (no
+/// `connection: close`), as agents and proxies close idle keep-alive connections; returns its URL
+/// and the number of spans it has taken.
+async fn closing_agent() -> (String, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let spans = Arc::new(AtomicUsize::new(0));
+    let taken = spans.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = Vec::new();
+            let mut buffer = [0; 65536];
+            // The head, then as many body bytes as its content-length says.
+            let body_at = loop {
+                let n = socket.read(&mut buffer).await.unwrap();
+                assert!(n > 0, "the payload ended early");
+                request.extend_from_slice(&buffer[..n]);
+                if let Some(at) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break at + 4;
+                }
+            };
+            let head = String::from_utf8_lossy(&request[..body_at]).to_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            while request.len() < body_at + length {
+                let n = socket.read(&mut buffer).await.unwrap();
+                request.extend_from_slice(&buffer[..n]);
+            }
+            let payload = rmpv::decode::read_value(&mut &request[body_at..]).unwrap();
+            taken.fetch_add(payload.as_array().unwrap().len(), Ordering::SeqCst);
+            socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            // Closed here, without notice.
+        }
+    });
+    (url, spans)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_closing_idle_connections_loses_no_span() {
+    let (url, _) = serve(Behaviour::default()).await;
+    let (agent, taken) = closing_agent().await;
+    let summary = load(
+        &url,
+        &[
+            "--rate",
+            "100",
+            "-d",
+            "2500ms",
+            "-c",
+            "2",
+            "--trace-agent",
+            &agent,
+            "--mix",
+            "/a",
+        ],
+    )
+    .await;
+    // The second payload finds its kept connection closed, and goes again on a new one.
+    let requests = summary.overall.requests;
+    assert_eq!(
+        summary.spans.unwrap().counts,
+        SpanCounts {
+            sent: requests,
+            lost: 0
+        }
+    );
+    assert_eq!(taken.load(Ordering::SeqCst) as u64, requests);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
