@@ -92,31 +92,25 @@ impl PathRecord {
         }
     }
 
-    /// Keeps `noted` if it is among the [`SLOWEST_KEPT`] slowest so far. Most requests are not: one
-    /// comparison with the fastest kept.
+    /// Keeps `noted` if it is among the [`SLOWEST_KEPT`] slowest so far (after those as slow that
+    /// came first). Most requests are not: a few comparisons with those kept.
     fn note_slow(&mut self, noted: Noted) {
-        if self.slowest.len() == SLOWEST_KEPT
-            && self
-                .slowest
-                .last()
-                .is_some_and(|fastest| noted.latency <= fastest.latency)
-        {
-            return;
-        }
         let at = self
             .slowest
             .partition_point(|kept| kept.latency >= noted.latency);
+        if at == SLOWEST_KEPT {
+            return;
+        }
         self.slowest.insert(at, noted);
         self.slowest.truncate(SLOWEST_KEPT);
     }
 
-    /// Keeps `noted` if it is among the [`FAILED_KEPT`] first failed requests so far.
+    /// Keeps `noted` if it is among the [`FAILED_KEPT`] first failed requests so far (failures are
+    /// few: sorting a handful costs nothing).
     fn note_failed(&mut self, noted: Noted) {
-        let at = self.failed.partition_point(|kept| kept.index < noted.index);
-        if at < FAILED_KEPT {
-            self.failed.insert(at, noted);
-            self.failed.truncate(FAILED_KEPT);
-        }
+        self.failed.push(noted);
+        self.failed.sort_unstable_by_key(|kept| kept.index);
+        self.failed.truncate(FAILED_KEPT);
     }
 }
 
