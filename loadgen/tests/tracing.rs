@@ -770,6 +770,31 @@ async fn without_an_agent_the_headers_name_made_up_traces_as_before() {
         summary.paths[0].slowest.as_ref().unwrap().is_empty(),
         "no trace, no id"
     );
+    assert!(
+        !summary.table().contains("traces to open"),
+        "{}",
+        summary.table()
+    );
+
+    // A request that never left named no trace: no span of loadgen's, none of the service's.
+    let gone = gone_after_the_first_connection().await;
+    let summary = load(
+        &gone,
+        &[
+            "-n",
+            "4",
+            "-c",
+            "1",
+            "--mix",
+            "/a",
+            "--trace-headers",
+            "w3c",
+        ],
+    )
+    .await;
+    assert_eq!(summary.overall.error_kinds["connect"], 4);
+    assert!(summary.paths[0].failed.as_ref().unwrap().is_empty());
+    assert!(!summary.table().contains("traces to open"));
 }
 
 #[test]
