@@ -133,6 +133,8 @@ def test_every_trace_is_whole_loadgen_then_the_service_then_its_queries(local_ru
     database = [t for t in requests if T.touches_database(t)]
     assert database and all(T.services(t) == ["loadgen", "apm-demo"] for t in requests)
     assert all([s["name"] for _, s in T.in_tree_order(t)][:2] == [T.CLIENT_SPAN, T.SERVER_SPAN] for t in requests)
+    # The default exporter's spans, unlike datadog-opentelemetry's (the test below).
+    assert not any("_top_level" in T.server_span(t, "apm-demo")["metrics"] for t in requests)
     startup = [t for t in traces if not T.is_request(t, "apm-demo")]
     assert [[s["name"] for s in t] for t in startup] == [[T.QUERY_SPAN]]
     assert startup[0][0]["resource"].startswith("CREATE TABLE IF NOT EXISTS visits")
@@ -158,7 +160,8 @@ def test_the_summary_shows_the_three_services(local_run):
 
 def test_make_local_with_datadog_opentelemetry_names_it_and_its_traces_are_whole(tmp_path):
     """EXPORTER=datadog-opentelemetry: the service sends through Datadog's own tracer (its spans say
-    so: the tracer's own `_dd.p.dm` and `_top_level`), the summary names it, every request has its span."""
+    so: `telemetry.sdk.name` datadog and the `_top_level` it computes, which opentelemetry-datadog's
+    spans never carry), the summary and the page name it, every request has its span, whole."""
     result = run_local(tmp_path, EXPORTER="datadog-opentelemetry", DURATION="2s", RATE="50", PORT="0",
                        BIN_DIR=str(BIN_DIR))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -171,7 +174,9 @@ def test_make_local_with_datadog_opentelemetry_names_it_and_its_traces_are_whole
     requests = [t for t in traces if T.is_request(t, "apm-demo")]
     assert len(requests) == summary_json["loadgen"]["requests"] == 100
     assert all(T.problems(t, "apm-demo") == [] for t in traces)
-    assert "datadog-opentelemetry" in (tmp_path / "service.html").read_text()
+    server = [T.server_span(t, "apm-demo") for t in requests]
+    assert {(s["meta"].get("telemetry.sdk.name"), s["metrics"].get("_top_level")) for s in server} == {("datadog", 1)}
+    assert "exporter datadog-opentelemetry" in (tmp_path / "service.html").read_text()
 
 
 def test_a_missing_binary_is_named(tmp_path):
