@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Writes the parts of deploy/kubernetes/ that are copies of files kept elsewhere in the repository.
 
-One source of truth: the Agent's configuration stays in agent-config/, the MySQL setup scripts in
-agent-config/mysql*/, the fault flags in local/flags/. This script copies them into the Helm values
-and the manifests; tests/test_k8s_generated.py runs it in memory and fails when a committed copy differs
+One source of truth: the Agent's configuration (host tags, log processing rules, the my_metric
+check) stays in agent-config/, the MySQL setup scripts in agent-config/mysql*/, the fault flags in
+local/flags/. This script copies them into the Helm values and the manifests; tests/test_k8s_generated.py runs it in memory and fails when a committed copy differs
 (so an edit to agent-config/ without `python3 deploy/kubernetes/generate.py` fails `make test`).
 
 Why a generator and not a kustomization's configMapGenerator: kustomize refuses files outside the
@@ -59,12 +59,25 @@ def configmap(name: str, files: dict, sources: str, comment: str) -> str:
     return out
 
 
+def processing_rules_json(host_config: dict) -> str:
+    """logs_config.processing_rules as the JSON of DD_LOGS_CONFIG_PROCESSING_RULES, on one line."""
+    text = json.dumps(host_config["logs_config"]["processing_rules"], separators=(", ", ": "))
+    # A single-quoted YAML scalar holds it as it is; Kubernetes would expand a `$(NAME)` in a value.
+    if "'" in text or "$(" in text:
+        raise ValueError("a processing rule holds ' or $(: quote it for YAML and Kubernetes first")
+    return text
+
+
 def values_tail() -> str:
-    """datadog.tags, datadog.confd and datadog.checksd of datadog-values.yaml, from agent-config/."""
+    """datadog.tags, datadog.envDict, datadog.confd and datadog.checksd of datadog-values.yaml, from
+    agent-config/."""
     host_config = yaml.safe_load((AGENT_CONFIG / "datadog.yaml").read_text())
     out = VALUES_MARKER
     out += "  # The host tags of agent-config/datadog.yaml.\n  tags:\n"
     out += "".join(f"    - {json.dumps(tag)}\n" for tag in host_config["tags"])
+    out += ("  # The global log processing rules of agent-config/datadog.yaml (logs_config.processing_rules)\n"
+            "  # as the Agent's variable, which it reads as JSON: the chart has no key for them.\n")
+    out += f"  envDict:\n    DD_LOGS_CONFIG_PROCESSING_RULES: '{processing_rules_json(host_config)}'\n"
     out += "  # The my_metric check: its instance (conf.d) and its code (checks.d), copied verbatim.\n"
     out += "  confd:\n    my_metric.yaml: " + block((AGENT_CONFIG / "conf.d/my_metric.yaml").read_text(), 6)
     out += "  checksd:\n    my_metric.py: " + block((AGENT_CONFIG / "checks.d/my_metric.py").read_text(), 6)

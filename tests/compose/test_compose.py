@@ -18,7 +18,8 @@ COMPOSE = ROOT / "docker-compose.yml"
 VENV_BIN = Path(sys.executable).parent
 # The no-account command, as docs/compose.md and compose's own messages give it.
 NO_ACCOUNT = {"COMPOSE_PROFILES": "local", "DD_API_KEY": "unused",  # pragma: allowlist secret
-              "MYSQL_DATADOG_PASSWORD": "local", "MYSQL_APP_PASSWORD": "local"}  # pragma: allowlist secret
+              "MYSQL_ROOT_PASSWORD": "local", "MYSQL_DATADOG_PASSWORD": "local",  # pragma: allowlist secret
+              "MYSQL_APP_PASSWORD": "local"}  # pragma: allowlist secret
 NO_ACCOUNT_COMMAND = " ".join(f"{k}={v}" for k, v in NO_ACCOUNT.items()) + " docker compose up"
 COMPOSE_V1 = Path("/usr/bin/docker-compose")
 
@@ -130,6 +131,17 @@ def test_mysql_gets_the_passwords_of_its_users_and_nothing_the_image_would_act_o
     assert env["MYSQL_APP_PASSWORD"].startswith("${MYSQL_APP_PASSWORD:?")
 
 
+def test_mysql_root_is_local_with_the_operators_password_never_a_generated_one(compose):
+    env = service(compose, "mysql")["environment"]
+    # The same entrypoint: MYSQL_ROOT_HOST defaults to '%' (docker_setup_env), and any host but
+    # `localhost` gets a second root with ALL ... WITH GRANT OPTION (docker_setup_db).
+    assert env["MYSQL_ROOT_HOST"] == "localhost"
+    assert env["MYSQL_ROOT_PASSWORD"].startswith("${MYSQL_ROOT_PASSWORD:?")
+    # MYSQL_RANDOM_ROOT_PASSWORD prints "GENERATED ROOT PASSWORD: ..." to the log the Agent collects;
+    # MYSQL_ALLOW_EMPTY_PASSWORD leaves root without one.
+    assert not {"MYSQL_RANDOM_ROOT_PASSWORD", "MYSQL_ALLOW_EMPTY_PASSWORD", "MYSQL_ROOT_PASSWORD_FILE"} & set(env)
+
+
 def test_app_reaches_mysql_as_its_own_user_with_dbm_comments(compose):
     env = service(compose, "app")["environment"]
     assert {k: env[k] for k in ("MYSQL_HOST", "MYSQL_PORT", "MYSQL_DATABASE", "MYSQL_USER",
@@ -166,14 +178,13 @@ def test_the_no_account_command_sets_every_required_variable(compose):
     # `${VAR:?}` must be set by the no-account command too (docker/compose#11977).
     text = COMPOSE.read_text()
     required = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*):\?", text))
-    assert required == {"DD_API_KEY", "MYSQL_DATADOG_PASSWORD", "MYSQL_APP_PASSWORD"}
+    assert required == {"DD_API_KEY", "MYSQL_ROOT_PASSWORD", "MYSQL_DATADOG_PASSWORD", "MYSQL_APP_PASSWORD"}
     assert required <= set(NO_ACCOUNT)
     # The messages that name the command, and the docs, give it whole.
     assert re.findall(r"without an account run ([^}]*)\}", text) == [NO_ACCOUNT_COMMAND] * 2
     assert NO_ACCOUNT_COMMAND + " --build" in (ROOT / "docs" / "compose.md").read_text()
     # The app's database routes use MySQL whichever agent runs: no profile.
     assert "profiles" not in service(compose, "mysql")
-    assert service(compose, "mysql")["environment"]["MYSQL_RANDOM_ROOT_PASSWORD"] == "yes"  # pragma: allowlist secret
 
 
 @pytest.mark.skipif(not COMPOSE_V1.exists(), reason="Debian's docker-compose 1.29 is not installed")
@@ -184,7 +195,7 @@ def test_compose_v1_reads_the_file_with_the_no_account_command_and_names_a_missi
                                "config", "--quiet"], capture_output=True, text=True, cwd=tmp_path,
                               env={"PATH": "/usr/bin:/bin", **env})
     assert config(NO_ACCOUNT).returncode == 0, config(NO_ACCOUNT).stderr
-    for variable in ("MYSQL_APP_PASSWORD", "MYSQL_DATADOG_PASSWORD", "DD_API_KEY"):
+    for variable in ("MYSQL_APP_PASSWORD", "MYSQL_DATADOG_PASSWORD", "MYSQL_ROOT_PASSWORD", "DD_API_KEY"):
         result = config({k: v for k, v in NO_ACCOUNT.items() if k != variable})
         assert result.returncode != 0 and f"{variable} is not set" in result.stderr, result.stderr
 
@@ -214,8 +225,7 @@ def test_test_agent_image_is_the_version_the_tests_pin(compose):
 def test_no_secret_is_written_in_the_compose_file(compose):
     for name, svc in compose["services"].items():
         for key, value in (svc.get("environment") or {}).items():
-            # MYSQL_RANDOM_ROOT_PASSWORD is a switch ("yes"), not a password.
-            if re.search(r"KEY|PASSWORD|SECRET|TOKEN", key) and key != "MYSQL_RANDOM_ROOT_PASSWORD":
+            if re.search(r"KEY|PASSWORD|SECRET|TOKEN", key):
                 assert re.fullmatch(r"\$\{[A-Z_]+(:[?-].*)?\}", str(value)), f"{name}.{key} is written in the file"
 
 
@@ -251,3 +261,46 @@ def test_image_runs_as_a_non_root_user_with_the_binary_only(dockerfile):
     copies = re.findall(r"^COPY\s+(.*)$", final_stage, re.M)
     assert len(copies) == 1 and copies[0].startswith("--from=build"), copies
     assert "RUN --mount=type=cache" in text, "dependencies cached between builds"
+
+
+# What each service may keep, and why: nothing, except the Agent (docker-compose.yml says why; no Agent
+# runs here to find a narrower set). tests/containers checks the same on the running containers.
+HARDENED = {"app", "test-agent", "mysql", "loadgen"}
+
+
+def test_every_service_but_the_agent_drops_every_capability_on_a_read_only_root(compose):
+    assert set(compose["services"]) - HARDENED == {"datadog-agent"}
+    for name in HARDENED:
+        svc = service(compose, name)
+        assert svc["cap_drop"] == ["ALL"] and "cap_add" not in svc, name
+        assert svc["read_only"] is True, name
+        assert svc["security_opt"] == ["no-new-privileges:true"], name
+        assert "privileged" not in svc, name
+    # The two images with a root user run as a named other one: mysql as its image's mysql user
+    # (uid 999 in the official image: docker-library/mysql, 8.4/Dockerfile.oracle), the test agent as
+    # nobody. The app's and loadgen's images set their own (test_image_runs_as_a_non_root_user...).
+    assert service(compose, "mysql")["user"] == "999:999"
+    assert service(compose, "test-agent")["user"] == "65534:65534"
+    assert "user" not in service(compose, "app") and "user" not in service(compose, "loadgen")
+    # A read-only root: mysql writes its socket and pid file and temporary files on tmpfs, its data
+    # on its volume; nothing else writes.
+    assert {entry.split(":")[0] for entry in service(compose, "mysql")["tmpfs"]} == {"/var/run/mysqld", "/tmp"}
+    agent = service(compose, "datadog-agent")
+    assert agent["security_opt"] == ["no-new-privileges:true"]
+    assert not {"cap_add", "privileged"} & set(agent)
+
+
+def test_the_hardening_keys_are_ones_compose_v1_also_applies(tmp_path):
+    if not COMPOSE_V1.exists():
+        pytest.skip("Debian's docker-compose 1.29 is not installed")
+    # `config` prints the file as v1.29 understood it: a key it dropped would be missing there.
+    result = subprocess.run([str(COMPOSE_V1), "--project-directory", str(tmp_path), "--file", str(COMPOSE),
+                             "config"], capture_output=True, text=True, cwd=tmp_path,
+                            env={"PATH": "/usr/bin:/bin", **NO_ACCOUNT})
+    assert result.returncode == 0, result.stderr
+    seen = yaml.safe_load(result.stdout)["services"]
+    for name in HARDENED:
+        assert seen[name]["cap_drop"] == ["ALL"] and seen[name]["read_only"] is True, name
+        assert seen[name]["security_opt"] == ["no-new-privileges:true"], name
+    assert seen["mysql"]["user"] == "999:999" and seen["mysql"]["tmpfs"] == service(
+        yaml.safe_load(COMPOSE.read_text()), "mysql")["tmpfs"]

@@ -15,12 +15,15 @@ unchanged, on base images made locally under the exact names they use.
 - `rust:1.95-slim-bookworm`: that base, gcc and libc6-dev (as the official image has), and the
   toolchain this machine already has (nothing downloaded).
 - the test agent's image, under the name compose uses: that base and `ddapm-test-agent` at the version
-  pinned in requirements.txt.
-- `mysql:8.4`: that base and Debian's MariaDB 10.11 (`mariadb-server`), with an entrypoint
-  (mysql_stand_in/docker-entrypoint.sh) that does what the official image's does for this project's
-  compose file: first-start initialisation, /docker-entrypoint-initdb.d run with docker_process_sql,
-  a random root password, /etc/mysql/conf.d read. Test scaffolding only: MariaDB is not MySQL 8.4
-  (no caching_sha2_password, its own performance_schema), see docs/compose.md.
+  pinned in requirements.txt, with the official image's environment.
+- `mysql:8.4`: that base and Debian's MariaDB 10.11 (`mariadb-server`), its `mysql` user uid 999 as in
+  the official image, with an entrypoint (mysql_stand_in/docker-entrypoint.sh) that does what the
+  official image's does for this project's compose file and Kubernetes manifest: first-start
+  initialisation, the root password and root's host (MYSQL_ROOT_PASSWORD[_FILE], MYSQL_ROOT_HOST),
+  /docker-entrypoint-initdb.d run with docker_process_sql, /etc/mysql/conf.d read. Test scaffolding
+  only: MariaDB is not MySQL 8.4 (no caching_sha2_password, its own performance_schema), see
+  docs/compose.md.
+- Each stand-in carries a label with the hash of its definition, and is rebuilt when that changes.
 - HTTPS from a build container verifies only against this machine's CA bundle, so the two build-time
   stand-ins carry a copy of it. That is this machine's quirk, not the project's.
 """
@@ -43,6 +46,7 @@ PACKAGES = ["docker.io", "docker-compose", "mmdebstrap"]
 DEBIAN = "debian:bookworm-slim"
 RUST = "rust:1.95-slim-bookworm"
 MYSQL_STAND_IN = Path(__file__).resolve().parent / "mysql_stand_in"
+STAND_IN_LABEL = "apm-demo.stand-in"
 
 
 def compose_image(pattern: str, what: str) -> str:
@@ -135,12 +139,27 @@ def label(image: str, key: str) -> str:
     return result.stdout.strip() if result.returncode == 0 else ""
 
 
-def stand_in_digest() -> str:
-    """The MySQL stand-in's files, hashed: the image is rebuilt when they change."""
-    digest = hashlib.sha256()
-    for path in sorted(MYSQL_STAND_IN.iterdir()):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+def definition_digest(dockerfile: str, files) -> str:
+    """A stand-in's Dockerfile and the files it copies, hashed: the image is rebuilt when they change."""
+    digest = hashlib.sha256(dockerfile.encode())
+    for path in sorted(files):
+        digest.update(b"\0" + path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def build_if_changed(name: str, dockerfile: str, files=()) -> float:
+    """Builds `name` from `dockerfile` and `files` unless the image has this definition already;
+    returns the seconds it took (0 when it was up to date)."""
+    digest = definition_digest(dockerfile, files)
+    if label(name, STAND_IN_LABEL) == digest:
+        return 0.0
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        context = Path(tmp)
+        for path in files:
+            shutil.copy(path, context / path.name)
+        build(name, f"{dockerfile}LABEL {STAND_IN_LABEL}={digest}\n", context)
+    return time.monotonic() - started
 
 
 def has_image(name: str) -> bool:
@@ -186,13 +205,9 @@ RUN mkdir -p /usr/local/cargo/bin && cargo --version && rustc --version
 """, context)
         took[RUST] = time.monotonic() - started
     agent = test_agent_image()
-    if not has_image(agent):
-        started = time.monotonic()
-        with tempfile.TemporaryDirectory() as tmp:
-            context = Path(tmp)
-            shutil.copy(CA_BUNDLE, context / "ca-certificates.crt")
-            # As the official image: `python` on PATH (compose's health check calls it), PORT read.
-            build(agent, f"""FROM {DEBIAN}
+    # As the official image (DataDog/dd-apm-test-agent's Dockerfile): `python` on PATH (compose's
+    # health check calls it), its environment, root as its user.
+    seconds = build_if_changed(agent, f"""FROM {DEBIAN}
 RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv python-is-python3 \\
     && rm -rf /var/lib/apt/lists/*
 COPY ca-certificates.crt /tmp/ca.crt
@@ -200,36 +215,37 @@ RUN python3 -m venv /opt/venv \\
     && PIP_CERT=/tmp/ca.crt /opt/venv/bin/pip install --no-cache-dir --quiet \\
        ddapm-test-agent=={pinned("ddapm-test-agent")} "protobuf=={pinned("protobuf")}" \\
     && rm /tmp/ca.crt
-ENV PATH=/opt/venv/bin:$PATH
+ENV PATH=/opt/venv/bin:$PATH SNAPSHOT_CI=1 LOG_LEVEL=INFO SNAPSHOT_DIR=/snapshots \\
+    VCR_CASSETTES_DIRECTORY=/vcr-cassettes
 EXPOSE 8126
 CMD ["ddapm-test-agent"]
-""", context)
-        took[agent] = time.monotonic() - started
+""", [CA_BUNDLE])
+    if seconds:
+        took[agent] = seconds
+    # The package's postinst initialises /var/lib/mysql: emptied, so that the first start of a
+    # container initialises it as the official image does. The official image's layout
+    # (docker-library/mysql, 8.4/Dockerfile.oracle): the `mysql` user and group are 999 (made first,
+    # so that the package's postinst keeps them), the datadir and /var/run/mysqld belong to it with
+    # mode 1777, /etc/mysql/conf.d and /docker-entrypoint-initdb.d exist, the datadir is a volume.
     mysql = mysql_image()
-    if label(mysql, "apm-demo.stand-in") != stand_in_digest():
-        started = time.monotonic()
-        with tempfile.TemporaryDirectory() as tmp:
-            context = Path(tmp)
-            for name in ("docker-entrypoint.sh", "my.cnf"):
-                shutil.copy(MYSQL_STAND_IN / name, context / name)
-            # The package's postinst initialises /var/lib/mysql: emptied, so that the first start of
-            # a container initialises it as the official image does. The official image's layout:
-            # /etc/mysql/conf.d and /docker-entrypoint-initdb.d exist, the datadir is a volume.
-            build(mysql, f"""FROM {DEBIAN}
-RUN apt-get update && apt-get install -y --no-install-recommends mariadb-server mariadb-client \\
+    seconds = build_if_changed(mysql, f"""FROM {DEBIAN}
+RUN groupadd --system --gid 999 mysql \\
+    && useradd --system --uid 999 --gid 999 --home-dir /var/lib/mysql --no-create-home mysql \\
+    && apt-get update && apt-get install -y --no-install-recommends mariadb-server mariadb-client \\
     && rm -rf /var/lib/apt/lists/* /var/lib/mysql /etc/mysql/my.cnf \\
-    && mkdir -p /var/lib/mysql /run/mysqld /etc/mysql/conf.d /docker-entrypoint-initdb.d \\
-    && chown mysql:mysql /var/lib/mysql /run/mysqld
+    && mkdir -p /var/lib/mysql /var/run/mysqld /etc/mysql/conf.d /docker-entrypoint-initdb.d \\
+    && chown mysql:mysql /var/lib/mysql /var/run/mysqld && chmod 1777 /var/lib/mysql /var/run/mysqld \\
+    && test "$(id -u mysql):$(id -g mysql)" = 999:999
 COPY my.cnf /etc/mysql/my.cnf
 COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
-LABEL apm-demo.stand-in={stand_in_digest()}
 RUN chmod 755 /usr/local/bin/docker-entrypoint.sh && mysqld --version && mysqladmin --version
 VOLUME /var/lib/mysql
 ENTRYPOINT ["docker-entrypoint.sh"]
 EXPOSE 3306
 CMD ["mysqld"]
-""", context)
-        took[mysql] = time.monotonic() - started
+""", [MYSQL_STAND_IN / "docker-entrypoint.sh", MYSQL_STAND_IN / "my.cnf"])
+    if seconds:
+        took[mysql] = seconds
     return took
 
 

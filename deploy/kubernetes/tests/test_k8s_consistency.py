@@ -281,6 +281,26 @@ def test_mysql_gets_every_password_its_setup_scripts_read():
         assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "apm-demo-mysql", name
 
 
+def test_mysql_root_is_local_with_its_password_from_the_secret_as_a_file():
+    env = env_of(MYSQL_CONTAINER)
+    # The image's entrypoint (docker-library/mysql, 8.4/docker-entrypoint.sh): MYSQL_ROOT_HOST defaults
+    # to '%', which adds a second root with every privilege; MYSQL_RANDOM_ROOT_PASSWORD prints the
+    # password to the log; file_env reads MYSQL_ROOT_PASSWORD from the file MYSQL_ROOT_PASSWORD_FILE
+    # names, and refuses both set.
+    assert env["MYSQL_ROOT_HOST"]["value"] == "localhost"
+    assert not {"MYSQL_RANDOM_ROOT_PASSWORD", "MYSQL_ALLOW_EMPTY_PASSWORD", "MYSQL_ROOT_PASSWORD"} & set(env)
+    directory, _, name = env["MYSQL_ROOT_PASSWORD_FILE"]["value"].rpartition("/")
+    (mount,) = [m for m in MYSQL_CONTAINER["volumeMounts"] if m["mountPath"] == directory]
+    assert mount["readOnly"] and "subPath" not in mount
+    (volume,) = [v for v in MYSQL_POD["spec"]["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == "apm-demo-mysql"  # pragma: allowlist secret (a Secret's name)
+    assert volume["secret"]["items"] == [{"key": "root-password", "path": name}]
+    # Readable by the server's group only: the pod's fsGroup owns the files, mode 0440.
+    assert volume["secret"]["defaultMode"] == 0o440
+    context = MYSQL_POD["spec"]["securityContext"]
+    assert context["fsGroup"] == context["runAsGroup"] == 999
+
+
 def test_autodiscovery_annotations_name_existing_containers():
     for template in (POD, MYSQL_POD):
         names = {c["name"] for c in template["spec"]["containers"]}

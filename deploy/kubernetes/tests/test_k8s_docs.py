@@ -54,6 +54,10 @@ def test_every_secret_referenced_is_created_from_the_environment():
                 ref = env.get("valueFrom", {}).get("secretKeyRef")
                 if ref:
                     needed.add(("apm-demo", ref["name"], ref["key"]))
+        for volume in template["spec"].get("volumes", []):
+            if "secret" in volume:
+                for item in volume["secret"]["items"]:
+                    needed.add(("apm-demo", volume["secret"]["secretName"], item["key"]))
     values = yaml.safe_load(VALUES.read_text())["datadog"]
     needed.add(("datadog", values["apiKeyExistingSecret"], "api-key"))  # the chart's key name
     for env in values["env"]:

@@ -36,6 +36,18 @@ def test_helm_values_carry_the_host_tags():
     assert yaml.safe_load(VALUES.read_text())["datadog"]["tags"] == host["tags"]
 
 
+def test_helm_values_carry_the_log_processing_rules():
+    host = yaml.safe_load((AGENT_CONFIG / "datadog.yaml").read_text())
+    value = yaml.safe_load(VALUES.read_text())["datadog"]["envDict"]["DD_LOGS_CONFIG_PROCESSING_RULES"]
+    # The Agent reads the variable as JSON (comp/logs/agent/config/config.go, GlobalProcessingRules).
+    assert json.loads(value) == host["logs_config"]["processing_rules"]
+    # The chart writes it as `value: {{ $value | quote }}` (DataDog/helm-charts,
+    # charts/datadog/templates/_helpers.tpl, additional-env-dict-entries): Go's quoting of this ASCII
+    # text is JSON's, and YAML reads it back unchanged. Kubernetes would expand a `$(NAME)` in it.
+    assert yaml.safe_load("value: " + json.dumps(value))["value"] == value and value.isascii()
+    assert "$(" not in value
+
+
 def test_mysql_annotation_is_the_integration_of_agent_config():
     conf = yaml.safe_load((AGENT_CONFIG / "conf.d/mysql.d/conf.yaml").read_text())
     pod = find(load_objects(), "StatefulSet", "mysql")["spec"]["template"]
