@@ -107,6 +107,16 @@ def test_the_docs_example_is_what_a_run_prints(local_run):
     assert doc_section.splitlines()[0] == docs_example.SUMMARY_HEADING + " for apm-demo"
 
 
+def test_the_seeds_creative_answer_quotes_the_docs_example():
+    """docs/seed.md's figures for the traced client are those of docs/local.md's example run: written
+    again, the example changes them, and this says where."""
+    _, section = docs_example.documented()
+    row = docs_example.table(section)["GET /api/apm"]
+    seed = " ".join((ROOT / "docs" / "seed.md").read_text().split())
+    assert f"`GET /api/apm` took {row[3]:.3f} ms (p50) inside the service and {row[5]:.3f} ms as loadgen saw it" in seed, \
+        f"docs/seed.md: quote span p50 {row[3]} and client p50 {row[5]} of docs/local.md's example"
+
+
 def test_the_run_keeps_its_traces_and_logs(local_run):
     out, _, out_dir = local_run
     traces = json.loads((out_dir / "traces.json").read_text())
