@@ -139,10 +139,10 @@ wait_for 20 "the service (HOST=127.0.0.1 PORT=$PORT)" "$app" "$OUT/app.log" grep
 address=$(python3 -c 'import json, sys; print(next(json.loads(l)["address"] for l in open(sys.argv[1]) if "\"address\"" in l))' "$OUT/app.log")
 echo "serving on http://$address (open it in a browser while the load runs)"
 
-step "load: $RATE requests/s for $DURATION, each starting a Datadog trace"
+step "load: $RATE requests/s for $DURATION, each a trace that loadgen starts with its own client span"
 echo "(latency here is client-side: loadgen's time from sending a request to reading its answer)"
 "$BIN_DIR/loadgen" "http://$address" --rate "$RATE" --duration "$DURATION" --connections 8 \
-    --trace-headers datadog --json >"$OUT/loadgen.json" &
+    --trace-headers datadog --trace-agent "http://127.0.0.1:$agent_port" --json >"$OUT/loadgen.json" &
 loadgen=$!
 pids+=("$loadgen")
 fault_args=()

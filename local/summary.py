@@ -18,6 +18,7 @@ import os
 import re
 import statistics
 import sys
+import textwrap
 import urllib.request
 
 import monitors as M
@@ -123,8 +124,8 @@ def dbm_link(statements, spans):
     return None
 
 
-def short(text, length=40):
-    return text if len(text) <= length else text[:length].rstrip() + "..."
+def short(text, width=40):
+    return textwrap.shorten(text, width, placeholder="...")
 
 
 def services_report(traces, service):
