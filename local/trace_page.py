@@ -134,7 +134,7 @@ details.trace > summary { cursor: pointer; }
 details.trace.error > summary b { color: #b00; }
 section.startup { background: #f7f7f7; padding: .2em 1em; }
 .waterfall { margin: .4em 0 .6em 1em; }
-details.span > summary { display: grid; grid-template-columns: 30em 1fr 7em; align-items: center;
+details.span > summary { display: grid; grid-template-columns: 36em 1fr 7em; align-items: center;
   cursor: pointer; list-style: none; }
 .name { padding-left: calc(var(--depth) * 1.2em); overflow: hidden; white-space: nowrap; text-overflow: ellipsis; }
 .lane { position: relative; height: 1em; background: #f3f3f3; }
