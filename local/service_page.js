@@ -87,13 +87,16 @@ function draw(el, spec) {
     axes: [
       { label: spec.xLabel || "time (UTC)", labelSize: 20, size: 34, space: 64, values: spec.xValues || clock },
       {
-        label: spec.yLabel, labelSize: 20, size: spec.log ? 66 : 52, values: (u, vals) => vals.map((v) => (v == null ? "" : spec.format(v))),
+        label: spec.yLabel,
+        labelSize: 20,
+        size: spec.log ? 66 : 52,
+        values: (u, vals) => vals.map((v) => (v == null ? "" : spec.format(v))),
         grid: { stroke: "#0000001a", width: 1 },
         ...(spec.log ? { splits: decades, ticks: { show: false } } : {}),
       },
     ],
     series: [
-      { label: spec.xLabel ? "latency" : "time", value: spec.xLegend || ((u, v) => v == null ? "-" : utc(v).toISOString().slice(11, 19)) },
+      { label: spec.xLabel ? "latency" : "time", value: spec.xLegend || ((u, v) => (v == null ? "-" : clock(u, [v])[0])) },
       ...spec.series.map((s) => ({
         label: s.label,
         stroke: s.colour,
@@ -107,7 +110,7 @@ function draw(el, spec) {
     ],
     hooks: { ready: [(u) => addMarks(u, spec)], draw: [placeMarks] },
   };
-  const u = new uPlot(opts, [spec.x_values || D.seconds, ...spec.series.map((s) => s.values)], el);
+  const u = new uPlot(opts, [spec.xData || D.seconds, ...spec.series.map((s) => s.values)], el);
   charts[el.dataset.chart] = u;
 }
 
@@ -126,37 +129,40 @@ function perSecond(v) {
   return v >= 10 ? Math.round(v) + "" : (+v.toFixed(1)) + "";
 }
 
+// The four graphs of the service (resources given: a line per resource) or of one resource.
 function specs(series, distribution, totals, colour, resources) {
   const fault = !!D.fault;
-  const base = { fault };
-  const latencySeries = resources
-    ? resources.map((r) => ({ label: r.name + " p99", colour: r.colour, values: r.series.p99 }))
-    : ["p50", "p95", "p99"].map((p) => ({ label: p, colour: shade(colour, PERCENTILE_TONES[p]), values: series[p] }));
-  const edges = distribution.edges;
+  const perResource = (values) => resources.map((r) => ({ label: r.name, colour: r.colour, values: values(r) }));
+  const step = distribution.step;
   return {
     requests: {
-      ...base, title: resources ? "Requests/s by resource" : "Requests and errors/s", yLabel: "per second", format: perSecond,
+      fault, title: resources ? "Requests/s by resource" : "Requests and errors/s", yLabel: "per second",
+      format: perSecond,
       series: resources
-        ? resources.map((r) => ({ label: r.name, colour: r.colour, values: r.series.hits }))
-        : [{ label: "requests/s", colour, values: series.hits }, { label: "errors/s", colour: LEVELS.critical, values: series.errors }],
+        ? perResource((r) => r.series.hits)
+        : [{ label: "requests/s", colour, values: series.hits },
+           { label: "errors/s", colour: LEVELS.critical, values: series.errors }],
     },
     error_rate: {
-      ...base, title: resources ? "Error rate by resource" : "Error rate", yLabel: "% of requests",
-      format: (v) => (+v.toFixed(1)) + "%", floor: 1, thresholds: thresholdsOf("error_rate"),
+      fault, title: resources ? "Error rate by resource" : "Error rate", yLabel: "% of requests",
+      format: (v) => +v.toFixed(1) + "%", floor: 1, thresholds: thresholdsOf("error_rate"),
       series: resources
-        ? resources.map((r) => ({ label: r.name, colour: r.colour, values: r.series.error_rate }))
+        ? perResource((r) => r.series.error_rate)
         : [{ label: "error rate", colour, values: series.error_rate }],
     },
     latency: {
-      ...base, title: resources ? "p99 latency by resource" : "Latency p50, p95, p99", yLabel: "ms (log)", log: true,
-      format: ms, thresholds: thresholdsOf("p99"), series: latencySeries,
+      fault, title: resources ? "p99 latency by resource" : "Latency p50, p95, p99", yLabel: "ms (log)", log: true,
+      format: ms, thresholds: thresholdsOf("p99"),
+      series: resources
+        ? perResource((r) => r.series.p99).map((s) => ({ ...s, label: s.label + " p99" }))
+        : ["p50", "p95", "p99"].map((p) => ({ label: p, colour: shade(colour, PERCENTILE_TONES[p]), values: series[p] })),
     },
     distribution: {
       title: "Latency distribution", yLabel: "requests", xLabel: "latency (log)", time: false, bars: true,
-      format: (v) => Math.round(v) + "", x_values: edges,
-      x: { range: (u, min, max) => [(min ?? 0) - 0.1, (max ?? 0) + 0.3] },
+      format: (v) => Math.round(v) + "", xData: distribution.edges,
+      x: { range: (u, min, max) => [(min ?? 0) - step / 2, (max ?? 0) + 1.5 * step] },
       xValues: (u, vals) => vals.map((v) => ms(10 ** v)),
-      xLegend: (u, v) => (v == null ? "-" : ms(10 ** v) + " to " + ms(10 ** (v + 0.2))),
+      xLegend: (u, v) => (v == null ? "-" : ms(10 ** v) + " to " + ms(10 ** (v + step))),
       percentiles: ["p50", "p95", "p99"].map((p) => [p, Math.log10(totals[p + "_ms"])]),
       series: [{ label: "requests", colour, values: distribution.counts }],
     },
@@ -165,7 +171,9 @@ function specs(series, distribution, totals, colour, resources) {
 
 function drawAll() {
   const service = specs(D.all.series, D.all.distribution, D.all.totals, "#632ca6", D.resources);
-  for (const [kind, spec] of Object.entries(service)) draw(document.querySelector(`[data-chart="service:${kind}"]`), spec);
+  for (const [kind, spec] of Object.entries(service)) {
+    draw(document.querySelector(`[data-chart="service:${kind}"]`), spec);
+  }
   for (const r of D.resources) {
     const own = specs(r.series, r.distribution, r.totals, r.colour, null);
     for (const [kind, spec] of Object.entries(own)) {

@@ -56,15 +56,17 @@ def per_second(spans, seconds):
 
 
 def distribution(spans):
-    """Latency histogram: [lower edge as log10(ms)], [count], STEPS_PER_DECADE buckets to a decade."""
+    """Latency histogram: each bucket's lower edge as log10(ms), its count, and the buckets' width
+    (STEPS_PER_DECADE buckets to a decade)."""
     steps = [math.floor(math.log10(max(s["duration"], 1) / 1e6) * STEPS_PER_DECADE) for s in spans]
     if not steps:
-        return {"edges": [], "counts": []}
+        return {"edges": [], "counts": [], "step": 1 / STEPS_PER_DECADE}
     low, high = min(steps), max(steps)
     counts = [0] * (high - low + 1)
     for step in steps:
         counts[step - low] += 1
-    return {"edges": [round((low + i) / STEPS_PER_DECADE, 3) for i in range(len(counts))], "counts": counts}
+    return {"edges": [round((low + i) / STEPS_PER_DECADE, 3) for i in range(len(counts))], "counts": counts,
+            "step": 1 / STEPS_PER_DECADE}
 
 
 def totals(spans, seconds):
@@ -97,24 +99,27 @@ def service_map(traces, service):
     server = [s for t in requests for s in t if s.get("service") == service and s.get("name") == T.SERVER_SPAN]
     queries = [s for t in requests for s in t if s.get("name") == T.QUERY_SPAN]
     database = trace_page.span_service(queries[0]) if queries else "mysql"
-    return {
-        "nodes": [T.LOADGEN, service, database],
-        # loadgen -> service: loadgen's own spans when it reported them (--trace-agent); else what
-        # the service's spans say, and the page says so.
-        "edges": [{"from": T.LOADGEN, "to": service, "measured_by": "loadgen's client spans" if client
-                   else f"{service}'s server spans (loadgen reported no spans)", **edge(client or server)},
-                  *([{"from": service, "to": database, "measured_by": f"{service}'s {T.QUERY_SPAN} spans",
-                      **edge(queries)}] if queries else [])],
-    }
+    # loadgen -> service: loadgen's own spans when it reported them (--trace-agent); else what the
+    # service's spans say, and the page says so.
+    edges = [{"from": T.LOADGEN, "to": service, **edge(client or server),
+              "measured_by": "loadgen's client spans" if client
+              else f"{service}'s server spans (loadgen reported no spans)"}]
+    if queries:
+        edges.append({"from": service, "to": database, **edge(queries),
+                      "measured_by": f"{service}'s {T.QUERY_SPAN} spans"})
+    return {"nodes": [T.LOADGEN, service, database], "edges": edges}
 
 
 def linked_traces(traces, service, resource):
     """The resource's slowest traces and failed ones (slowest first), each kept in traces.html."""
     mine = sorted((t for t in traces if T.is_request(t, service) and T.resource_of(t, service) == resource),
                   key=T.duration, reverse=True)
-    link = lambda t: {"trace_id": T.trace_id(t), "ms": round(T.duration(t) / 1e6, 3),  # noqa: E731
-                      "status": (T.server_span(t, service) or {}).get("meta", {}).get("http.status_code", ""),
-                      "at": datetime.fromtimestamp(T.start(t) / 1e9, timezone.utc).strftime("%H:%M:%S.%f")[:-3]}
+
+    def link(trace):
+        status = (T.server_span(trace, service) or {}).get("meta", {}).get("http.status_code", "")
+        return {"trace_id": T.trace_id(trace), "ms": round(T.duration(trace) / 1e6, 3), "status": status,
+                "at": datetime.fromtimestamp(T.start(trace) / 1e9, timezone.utc).strftime("%H:%M:%S.%f")[:-3]}
+
     return {"slowest": [link(t) for t in mine[:LINKED_PER_RESOURCE]],
             "failed": [link(t) for t in mine if T.has_error(t)][:LINKED_PER_RESOURCE]}
 
@@ -157,6 +162,10 @@ def figures(traces, service, fault=None, monitors=()):
             "map": service_map(traces, service),
             "fault": {"flag": fault["flag"], "at": fault["start"] / NS_PER_S} if fault else None,
             "thresholds": thresholds(monitors) if fault else {}}
+
+
+def clock(seconds):
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%H:%M:%S")
 
 
 def fmt_ms(value):
@@ -247,8 +256,7 @@ def monitors_table(fault_data, monitors):
 def page_html(data, exporter=None, env=None, fault_data=None, monitors=()):
     service = data["service"]
     t = data["all"]["totals"]
-    when = lambda s: datetime.fromtimestamp(s, timezone.utc).strftime("%H:%M:%S")  # noqa: E731
-    window = f"{when(data['seconds'][0])} to {when(data['seconds'][-1] + 1)} UTC" if data["seconds"] else ""
+    window = f"{clock(data['seconds'][0])} to {clock(data['seconds'][-1] + 1)} UTC" if data["seconds"] else ""
     facts = [f"env {html.escape(env)}" if env else "", f"exporter {html.escape(exporter)}" if exporter else "",
              window, f"{t['hits']} requests, {t['rate']:.1f}/s", f"{t['error_rate']:.1f}% errors",
              f"p99 {fmt_ms(t['p99_ms'])}"]
