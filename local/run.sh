@@ -162,7 +162,7 @@ flags["flags"][flag]["state"] = "ENABLED"
 with open(path + ".new", "w") as f:
     json.dump(flags, f, indent=2)
 os.replace(path + ".new", path)' "$flags_file" "$FAULT"
-    echo "FAULT=$FAULT: switched on at $(date -u +%H:%M:%S) UTC, $(printf %.1f "$(python3 -c 'import sys; print(float(sys.argv[1]) / 3)' "$seconds")") s into the load: $(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["flags"][sys.argv[2]].get("metadata", {}).get("description", ""))' "$flags_file" "$FAULT")"
+    echo "FAULT=$FAULT: switched on at $(date -u -d "@$((fault_start / 1000000000))" +%H:%M:%S) UTC, $(printf %.1f "$(python3 -c 'import sys; print(float(sys.argv[1]) / 3)' "$seconds")") s into the load: $(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["flags"][sys.argv[2]].get("metadata", {}).get("description", ""))' "$flags_file" "$FAULT")"
     fault_args=(--fault "$FAULT" --fault-start "$fault_start")
 fi
 wait "$loadgen" || fail "loadgen failed (status $?): its message is above"

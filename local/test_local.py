@@ -1,10 +1,10 @@
 """`make local` and the commands around it, run for real.
 
 Run by `make test` after the release binaries are built (`make test-python` depends on `release`):
-local/run.sh for 5 s, its summary against real spans and against docs/local.md's example, the trace
+local/run.sh for 5 s, its summary against real spans and against docs/local.md's example, the
 pages it writes (test_pages.py looks at them in Chromium), its failures, Ctrl-C, another exporter;
 `make run`, `make install`, the "by hand" block of docs/local.md. The runs they share are made once
-(conftest.py).
+(local/runs.py).
 """
 
 import json
@@ -18,6 +18,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "local"))
 
@@ -26,7 +28,10 @@ from ports import free_port  # noqa: E402
 import summary  # noqa: E402
 import traces as T  # noqa: E402
 
+pytest.register_assert_rewrite("runs")  # a plugin too (below): its asserts say what failed
 from runs import BIN_DIR, run_local  # noqa: E402
+
+pytest_plugins = ["runs"]  # the runs and the browser the tests share (local/runs.py)
 
 
 def closed(port):

@@ -6,7 +6,7 @@ them, the p99 line crossing the alert threshold after the marker, every trace li
 of traces.html. traces.html: the linked trace open, child spans under their parent in the trace's
 time, requests first and the startup work apart.
 
-The runs are the session's (conftest.py): the 5 s run of docs/local.md's example, and a
+The runs are the session's (local/runs.py): the 5 s run of docs/local.md's example, and a
 `FAULT=routeLatencyTailMs` run.
 """
 
@@ -26,7 +26,10 @@ import monitors as M  # noqa: E402
 import service_page  # noqa: E402
 import trace_page  # noqa: E402
 import traces as T  # noqa: E402
+pytest.register_assert_rewrite("runs")  # a plugin too (below): its asserts say what failed
 from runs import BIN_DIR  # noqa: E402
+
+pytest_plugins = ["runs"]  # the runs and the browser the tests share (local/runs.py)
 
 SERVICE = "apm-demo"
 TIME_GRAPHS = ("requests", "error_rate", "latency")

@@ -1,6 +1,6 @@
 """The docs' pictures: each one the README or a docs page names is in docs/, a PNG under the budget,
 and one that `make screenshots` (local/screenshots.py) makes; and the script still makes every one of
-them from real runs (the session's `make local` and `FAULT=routeLatencyTailMs` runs, conftest.py).
+them from real runs (the session's `make local` and `FAULT=routeLatencyTailMs` runs, local/runs.py).
 Not a pixel comparison: a picture differs from run to run."""
 
 import re
@@ -13,6 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "local"))
 
 import screenshots  # noqa: E402
+
+pytest_plugins = ["runs"]  # the runs and the browser the tests share (local/runs.py)
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PNG = b"\x89PNG\r\n\x1a\n"
