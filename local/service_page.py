@@ -101,9 +101,11 @@ def service_map(traces, service):
     database = trace_page.span_service(queries[0]) if queries else "mysql"
     # loadgen -> service: loadgen's own spans when it reported them (--trace-agent); else what the
     # service's spans say, and the page says so.
-    edges = [{"from": T.LOADGEN, "to": service, **edge(client or server),
-              "measured_by": "loadgen's client spans" if client
-              else f"{service}'s server spans (loadgen reported no spans)"}]
+    edges = []
+    if client or server:
+        edges.append({"from": T.LOADGEN, "to": service, **edge(client or server),
+                      "measured_by": "loadgen's client spans" if client
+                      else f"{service}'s server spans (loadgen reported no spans)"})
     if queries:
         edges.append({"from": service, "to": database, **edge(queries),
                       "measured_by": f"{service}'s {T.QUERY_SPAN} spans"})
