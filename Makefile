@@ -63,21 +63,29 @@ test: lint test-rust conformance test-python test-compose test-parity bench-gate
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
+	# The service without its second exporter (TRACE_EXPORTER=datadog-opentelemetry refused at start).
+	$(CARGO) clippy -p apm-demo --no-default-features -- -D warnings
 
 test-rust:
 	$(CARGO) test --workspace
 
-## conformance: the release binary against Datadog's test agent, then the fault suite (one test at a
-## time: its latency comparisons must not share the machine with each other), then the database
-## suite (a private MariaDB per test; one at a time: four MariaDB first starts at once on a loaded
-## 2-core machine failed now and then)
+## conformance: the release binary against Datadog's test agent, the fault suite (one test at a
+## time: its latency comparisons must not share the machine with each other) and the database suite
+## (a private MariaDB per test; one at a time: four MariaDB first starts at once on a loaded 2-core
+## machine failed now and then), each once per exporter (TRACE_EXPORTER); then the limits suite (the
+## listener's, whatever the exporter)
+EXPORTERS := opentelemetry-datadog datadog-opentelemetry
 conformance: venv mariadb
-	DDAPM_TEST_AGENT=$(CURDIR)/$(VENV)/bin/ddapm-test-agent \
-		$(CARGO) test --release --features conformance --test conformance
-	$(CARGO) test --release --features conformance --test faults -- --test-threads=1
+	@for exporter in $(EXPORTERS); do \
+		echo "== TRACE_EXPORTER=$$exporter"; \
+		TRACE_EXPORTER=$$exporter DDAPM_TEST_AGENT=$(CURDIR)/$(VENV)/bin/ddapm-test-agent \
+			$(CARGO) test --release --features conformance --test conformance || exit 1; \
+		TRACE_EXPORTER=$$exporter \
+			$(CARGO) test --release --features conformance --test faults -- --test-threads=1 || exit 1; \
+		TRACE_EXPORTER=$$exporter DDAPM_TEST_AGENT=$(CURDIR)/$(VENV)/bin/ddapm-test-agent \
+			$(CARGO) test --release --features conformance --test database -- --test-threads=1 || exit 1; \
+	done
 	$(CARGO) test --release --features conformance --test limits -- --test-threads=1
-	DDAPM_TEST_AGENT=$(CURDIR)/$(VENV)/bin/ddapm-test-agent \
-		$(CARGO) test --release --features conformance --test database -- --test-threads=1
 
 ## test-python: agent-config (custom check, MySQL and DBM setup on a real MariaDB), the compose file
 ## and Dockerfiles, the secret scan, a headless Chromium on the service, `make local` end to end,

@@ -160,7 +160,7 @@ def test_a_second_start_on_the_directory_keeps_its_port_and_data_and_runs_no_ini
 def test_the_program_reports_and_stops_the_server_when_its_stdin_closes(template, tmp_path):
     directory = tmp_path / "server"
     process, report = launch(directory, "--template", str(template), "--initdb-dir", "",
-                             env={"MYSQL_APP_PASSWORD": "app-pw"})
+                             env={"MYSQL_APP_PASSWORD": "app-pw"})  # pragma: allowlist secret (a test password)
     assert report["host"] == "127.0.0.1" and report["socket"] == str(directory / "mysqld.sock")
     assert report["passwords"]["MYSQL_APP_PASSWORD"] == "app-pw"  # from the environment
     assert len(report["passwords"]["MYSQL_DATADOG_PASSWORD"]) >= 16  # generated

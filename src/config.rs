@@ -135,7 +135,7 @@ pub struct Config {
     #[arg(long, env = "MYSQL_DATABASE", value_name = "MYSQL_DATABASE", default_value = "apm_demo", value_parser = non_empty)]
     pub mysql_database: String,
 
-    /// The service's database user (SELECT, INSERT, CREATE on its own database only).
+    /// The service's database user (SELECT, INSERT, DELETE, CREATE on its own database only).
     #[arg(long, env = "MYSQL_USER", value_name = "MYSQL_USER", default_value = "apm_demo", value_parser = non_empty)]
     pub mysql_user: String,
 
@@ -169,6 +169,11 @@ pub struct Config {
     /// answers 503.
     #[arg(long, env = "MYSQL_QUERY_TIMEOUT", value_name = "MYSQL_QUERY_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
     pub mysql_query_timeout: Duration,
+
+    /// The newest visits kept: past them the oldest are deleted as new ones arrive (an
+    /// unauthenticated POST must not fill the database's disk).
+    #[arg(long, env = "MYSQL_KEEP_VISITS", value_name = "MYSQL_KEEP_VISITS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub mysql_keep_visits: u64,
 
     /// Database Monitoring: comment each statement with the service (`service`) and also the query
     /// span's trace context (`full`), as Datadog's tracers do.
@@ -306,6 +311,15 @@ impl Config {
 
     /// What no single value can say wrong: settings that need each other.
     fn check_combinations(&self) -> Result<(), ConfigError> {
+        if self.trace_exporter == TraceExporter::DatadogOpentelemetry
+            && !cfg!(feature = "datadog-opentelemetry")
+        {
+            return Err(ConfigError::Invalid(
+                "invalid configuration: TRACE_EXPORTER: datadog-opentelemetry is not in this \
+                 build (built without the Cargo feature `datadog-opentelemetry`)"
+                    .to_owned(),
+            ));
+        }
         if self.mysql().is_some() && self.mysql_password.is_none() {
             return Err(ConfigError::Invalid(
                 "invalid configuration: MYSQL_PASSWORD: must be set when MYSQL_HOST is \
@@ -700,9 +714,17 @@ mod tests {
                 TraceExporter::OpentelemetryDatadog
             );
         }
-        let config = parse(&["--trace-exporter", "datadog-opentelemetry"]).unwrap();
-        assert_eq!(config.trace_exporter, TraceExporter::DatadogOpentelemetry);
-        assert_eq!(config.trace_exporter.as_str(), "datadog-opentelemetry");
+        if cfg!(feature = "datadog-opentelemetry") {
+            let config = parse(&["--trace-exporter", "datadog-opentelemetry"]).unwrap();
+            assert_eq!(config.trace_exporter, TraceExporter::DatadogOpentelemetry);
+            assert_eq!(config.trace_exporter.as_str(), "datadog-opentelemetry");
+        } else {
+            let message = refusal(&["--trace-exporter", "datadog-opentelemetry"]);
+            assert!(
+                message.starts_with("invalid configuration: TRACE_EXPORTER: "),
+                "{message}"
+            );
+        }
         let message = refusal(&["--trace-exporter", "dd-trace-rs"]);
         assert!(
             message.starts_with("invalid configuration: TRACE_EXPORTER: "),

@@ -1,10 +1,12 @@
 //! Conformance: the release binary against Datadog's own test agent (`ddapm-test-agent`, PyPI).
 //!
-//! Every row of the span contract in DESIGN.md is asserted on what the test agent received, the test
-//! agent's own trace checks must report no failure, the access-log lines must carry the ids of the
-//! spans received, and SIGTERM right after a burst must still deliver every span.
-//! Run by `make test` (`cargo test --release --features conformance --test conformance`), which
-//! installs the test agent into `.venv`; `DDAPM_TEST_AGENT` names another executable.
+//! Every row of the span contract (docs/service.md#the-span-contract) is asserted on what the test
+//! agent received, the test agent's own trace checks must report no failure, the access-log lines
+//! must carry the ids of the spans received, and SIGTERM right after a burst must still deliver every
+//! span. Run by `make test` once per exporter (`TRACE_EXPORTER=... cargo test --release --features
+//! conformance --test conformance`), which installs the test agent into `.venv`; `DDAPM_TEST_AGENT`
+//! names another executable. Where the two exporters send something differently, the test says
+//! which sends what (docs/service.md#which-exporter says why).
 
 mod common;
 
@@ -12,7 +14,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::ddapm::DatadogTestAgent;
-use common::service::{Service, client, free_port};
+use common::service::{Exporter, Service, client, free_port};
 use serde_json::Value;
 
 fn meta<'a>(span: &'a Value, key: &str) -> Option<&'a str> {
@@ -36,8 +38,15 @@ fn assert_common_contract(span: &Value, case: &str) {
     assert_eq!(meta(span, "env"), Some("ci"), "{case}: env");
     assert_eq!(meta(span, "version"), Some("9.9.9"), "{case}: version");
     assert_eq!(meta(span, "language"), Some("rust"), "{case}: language");
+    let priority =
+        if case == "manual-keep" && Exporter::from_env() == Exporter::DatadogOpentelemetry {
+            // The caller's manual keep, kept as such; opentelemetry-datadog writes 1 for every kept span.
+            2.0
+        } else {
+            1.0
+        };
     assert_eq!(
-        span["metrics"]["_sampling_priority_v1"], 1.0,
+        span["metrics"]["_sampling_priority_v1"], priority,
         "{case}: sampling priority"
     );
     assert!(
@@ -120,6 +129,20 @@ fn span_contract_holds_for_every_scenario() {
                 ("x-datadog-parent-id", "67890"),
                 ("x-datadog-sampling-priority", "1"),
                 ("x-datadog-origin", "synthetics"),
+            ],
+            200,
+            "GET /api/trace",
+            Some("/api/trace"),
+        ),
+        case(
+            "manual-keep",
+            "GET",
+            "/api/trace",
+            &[
+                ("x-datadog-trace-id", "777"),
+                ("x-datadog-parent-id", "888"),
+                ("x-datadog-sampling-priority", "2"),
+                ("x-datadog-tags", "_dd.p.dm=-4"),
             ],
             200,
             "GET /api/trace",
@@ -228,10 +251,19 @@ fn span_contract_holds_for_every_scenario() {
         ),
         (Some(555), Some(666))
     );
+    let manual = by_case["manual-keep"];
+    assert_eq!(
+        meta(manual, "_dd.p.dm"),
+        Some("-4"),
+        "the caller's decision maker"
+    );
     let w3c = by_case["traceparent"];
     assert_eq!(w3c["trace_id"].as_u64(), Some(0xa3ce929d0e0e4736));
     assert_eq!(w3c["parent_id"].as_u64(), Some(0x00f067aa0ba902b7));
-    assert_eq!(meta(w3c, "_dd.p.tid"), Some("4bf92f3577b34da6")); // pragma: allowlist secret (a W3C example trace id)
+    assert_eq!(
+        Exporter::from_env().trace_id_high(w3c),
+        Some("4bf92f3577b34da6") // pragma: allowlist secret (a W3C example trace id)
+    );
     for fresh in ["root", "apm", "unmatched", "malformed"] {
         assert_eq!(by_case[fresh]["parent_id"], 0, "{fresh} starts a trace");
     }
@@ -318,8 +350,11 @@ fn sigterm_right_after_a_burst_still_delivers_every_span() {
         .into_iter()
         .find(|l| l["message"] == "stopped")
         .unwrap();
-    assert_eq!(stopped["spans_exported"], REQUESTS as u64);
-    assert_eq!(stopped["spans_dropped"], 0);
+    // The default exporter's bounded queue counts what it sent; Datadog's counts in its own telemetry.
+    if Exporter::from_env() == Exporter::OpentelemetryDatadog {
+        assert_eq!(stopped["spans_exported"], REQUESTS as u64);
+        assert_eq!(stopped["spans_dropped"], 0);
+    }
     assert_eq!(agent.check_failures().0, 200);
 }
 
@@ -336,21 +371,82 @@ fn absent_agent_is_reported_once_and_never_fails_a_request() {
     }
     assert!(service.terminate().success());
     let lines = service.json_lines();
-    let reports = lines
+    match Exporter::from_env() {
+        Exporter::OpentelemetryDatadog => {
+            let reports = lines
+                .iter()
+                .filter(|l| {
+                    l["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("cannot send traces"))
+                })
+                .count();
+            assert_eq!(
+                reports, 1,
+                "several export failures in under a minute make one report"
+            );
+            let stopped = lines.iter().find(|l| l["message"] == "stopped").unwrap();
+            assert_eq!(
+                stopped["spans_failed"], sent as u64,
+                "every span was counted as lost"
+            );
+        }
+        Exporter::DatadogOpentelemetry => {
+            // Datadog's tracer says so in its own words, at each failed flush.
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l["level"] == "ERROR" && l["message"] == "Error sending traces"),
+                "the failure is logged: {lines:#?}"
+            );
+        }
+    }
+}
+
+/// `DD_TRACE_SAMPLE_RATE=0.5`: what each exporter lets the Agent know about 1,000 requests. Both keep
+/// about half the traces. The default exporter sends only those, and nothing to scale them by, so
+/// trace metrics computed from them count half the hits; Datadog's own exporter also computes stats
+/// from every span before sampling and sends them, so the Agent counts every hit (docs/service.md
+/// shows the figures).
+#[test]
+fn sampling_at_half_keeps_half_the_traces_and_only_datadogs_exporter_counts_every_hit() {
+    const REQUESTS: usize = 1000;
+    let agent = DatadogTestAgent::start();
+    let mut service = Service::start(&agent.url, &[("DD_TRACE_SAMPLE_RATE", "0.5")]);
+    // Paced well under the tracer's default rate limit (100 traces a second): the rate decides.
+    let started = Instant::now();
+    for i in 0..REQUESTS {
+        let response = service.send("GET", "/api/apm", &[("user-agent", "sampled")]);
+        assert_eq!(response.status(), 200, "request {i}");
+        let due = started + Duration::from_millis(12 * i as u64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    assert!(service.terminate().success());
+    let spans = agent.wait_for(REQUESTS, user_agent_is("sampled"));
+    let kept = spans
         .iter()
-        .filter(|l| {
-            l["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("cannot send traces"))
-        })
+        .filter(|s| s["metrics"]["_sampling_priority_v1"].as_f64() > Some(0.0))
         .count();
-    assert_eq!(
-        reports, 1,
-        "several export failures in under a minute make one report"
+    let hits = agent.stats_hits("GET /api/apm");
+    eprintln!(
+        "{}: {} spans received, {kept} kept, client-side stats count {hits} hits",
+        Exporter::from_env().as_str(),
+        spans.len()
     );
-    let stopped = lines.iter().find(|l| l["message"] == "stopped").unwrap();
-    assert_eq!(
-        stopped["spans_failed"], sent as u64,
-        "every span was counted as lost"
-    );
+    // Half, give or take five standard deviations of a binomial(1000, 0.5) (16 each).
+    assert!((420..=580).contains(&kept), "kept {kept} of {REQUESTS}");
+    match Exporter::from_env() {
+        Exporter::OpentelemetryDatadog => {
+            assert_eq!(spans.len(), kept, "dropped traces are not sent");
+            assert_eq!(hits, 0, "no client-side stats");
+        }
+        Exporter::DatadogOpentelemetry => {
+            assert_eq!(
+                hits, REQUESTS as u64,
+                "every request counted before sampling"
+            );
+        }
+    }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::ddapm::DatadogTestAgent;
 use common::mariadb::MariaDb;
-use common::service::{Service, client};
+use common::service::{Exporter, Service, client};
 use serde_json::{Value, json};
 
 const INSERT: &str = "INSERT INTO visits (page, user_agent) VALUES (?, ?)";
@@ -166,10 +166,15 @@ fn each_statement_is_a_client_span_of_its_request_and_its_comment_names_that_spa
             .iter()
             .find(|r| r["resource"] == resource)
             .unwrap_or_else(|| panic!("no request span {resource}"));
-        queries
+        let mut children: Vec<&&Value> = queries
             .iter()
             .filter(|q| q["parent_id"] == request["span_id"])
             .inspect(|q| assert_eq!(q["trace_id"], request["trace_id"]))
+            .collect();
+        // In the order they ran (an exporter may send a trace's spans in any order).
+        children.sort_by_key(|q| q["start"].as_i64());
+        children
+            .iter()
             .map(|q| q["resource"].as_str().unwrap().to_owned())
             .collect()
     };
@@ -202,6 +207,12 @@ fn each_statement_is_a_client_span_of_its_request_and_its_comment_names_that_spa
         ] {
             assert_eq!(meta(query, key), Some(value), "{case}: {key}");
         }
+        // Asks the Agent for the span's trace metrics: a client span is not top-level, and Agents
+        // before 7.60 compute none for it otherwise.
+        assert_eq!(
+            query["metrics"]["_dd.measured"], 1.0,
+            "{case}: _dd.measured"
+        );
         // A string in meta, as dd-trace-py's PyMySQL integration sends it.
         assert_eq!(
             meta(query, "network.destination.port"),
@@ -225,7 +236,9 @@ fn each_statement_is_a_client_span_of_its_request_and_its_comment_names_that_spa
         .unwrap();
     let traceparent = format!(
         "traceparent='00-{}{:016x}-{:016x}-01'",
-        meta(root, "_dd.p.tid").expect("the high 64 bits of the trace id"),
+        Exporter::from_env()
+            .trace_id_high(root)
+            .expect("the high 64 bits of the trace id"),
         insert_span["trace_id"].as_u64().unwrap(),
         insert_span["span_id"].as_u64().unwrap(),
     );
@@ -490,4 +503,48 @@ fn database_faults_fail_a_statement_slow_one_at_the_server_and_run_the_pool_dry(
         Some("dbPoolExhaustionMs")
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Unauthenticated POSTs cannot fill the database's disk: the table keeps the newest
+/// `MYSQL_KEEP_VISITS` rows, the oldest deleted by an insert's own `DELETE` statement (a span of its
+/// request), and the visits past the bound stay readable.
+#[test]
+fn the_table_keeps_the_newest_visits_only() {
+    const KEEP: u64 = 5;
+    let agent = DatadogTestAgent::start();
+    let db = MariaDb::start();
+    let service = start_service_with(&agent, &db, &[("MYSQL_KEEP_VISITS", "5")]);
+    let ids: Vec<u64> = (0..12)
+        .map(|_| {
+            let response = post_visit(&service, "pruned", json!({"page": "/p"}));
+            assert_eq!(response.status(), 201);
+            response.json::<Value>().unwrap()["id"].as_u64().unwrap()
+        })
+        .collect();
+    let count = db
+        .root_query("SELECT COUNT(*), MIN(id) FROM apm_demo.visits")
+        .unwrap();
+    let newest = ids.iter().max().unwrap();
+    assert_eq!(
+        count.trim(),
+        format!("{KEEP}\t{}", newest - KEEP + 1),
+        "the newest {KEEP} of {ids:?}"
+    );
+    let oldest = client()
+        .get(format!("{}/api/visits/{}", service.url, ids[0]))
+        .send()
+        .unwrap();
+    assert_eq!(oldest.status(), 404);
+    let newest = client()
+        .get(format!("{}/api/visits/{newest}", service.url))
+        .send()
+        .unwrap();
+    assert_eq!(newest.status(), 200);
+    let deletes = agent.wait_for(1, |s| s["resource"] == "DELETE FROM visits WHERE id <= ?");
+    assert!(!deletes.is_empty(), "the pruning has its span");
+    assert!(
+        deletes
+            .iter()
+            .all(|d| d["parent_id"] != 0 && d["error"] == 0)
+    );
 }

@@ -1,7 +1,8 @@
 #!/bin/sh
-# Creates the app's database `apm_demo` and its user `apm_demo`@'%', which may read, add and create
-# tables there and nothing else: the app creates its `visits` table at start (CREATE TABLE IF NOT
-# EXISTS), then inserts and selects visits; it never updates, deletes or drops. Works unchanged on
+# Creates the app's database `apm_demo` and its user `apm_demo`@'%', which may read, add, delete and
+# create tables there and nothing else: the app creates its `visits` table at start (CREATE TABLE IF
+# NOT EXISTS), then inserts and selects visits, and deletes the oldest past MYSQL_KEEP_VISITS (so
+# that unauthenticated POSTs cannot fill the disk); it never updates or drops. Works unchanged on
 # MySQL 8 and MariaDB 10.5+.
 #
 # - In docker compose this directory is the MySQL image's /docker-entrypoint-initdb.d: the image's
@@ -32,5 +33,5 @@ app_password=$(printf '%s' "$MYSQL_APP_PASSWORD" | sed -e 's/\\/\\\\/g' -e "s/'/
 run_sql <<SQL
 CREATE DATABASE IF NOT EXISTS apm_demo;
 CREATE USER IF NOT EXISTS 'apm_demo'@'%' IDENTIFIED BY '${app_password}';
-GRANT SELECT, INSERT, CREATE ON apm_demo.* TO 'apm_demo'@'%';
+GRANT SELECT, INSERT, DELETE, CREATE ON apm_demo.* TO 'apm_demo'@'%';
 SQL

@@ -1,5 +1,5 @@
 """agent-config/mysql/apm-demo-user.sh against the real MariaDB: the app's database and user, which
-can do what the app does (create its table, insert, select) and nothing else."""
+can do what the app does (create its table, insert, select, delete its oldest rows) and nothing else."""
 
 import re
 from contextlib import closing
@@ -20,6 +20,8 @@ APP_WORK = [
     "INSERT INTO visits (page, user_agent) VALUES ('/a', 'test')",
     "SELECT id, page, user_agent, created_at FROM visits WHERE id = LAST_INSERT_ID()",
     "SELECT id, page, user_agent, created_at FROM visits ORDER BY id DESC LIMIT 10",
+    # The table keeps the newest MYSQL_KEEP_VISITS: the oldest rows go (src/db/mod.rs, PRUNE_VISITS).
+    "DELETE FROM visits WHERE id <= 0",
 ]
 
 
@@ -61,7 +63,7 @@ def test_wrong_password_is_refused(mariadb, app_user):
         mariadb.connect("apm_demo", "not-the-password")
 
 
-def test_the_apps_grants_are_exactly_select_insert_create_on_its_schema(app):
+def test_the_apps_grants_are_exactly_select_insert_delete_create_on_its_schema(app):
     with closing(app.cursor()) as cursor:
         cursor.execute("SHOW GRANTS FOR CURRENT_USER()")
         grants = [row[0] for row in cursor.fetchall()]
@@ -69,12 +71,11 @@ def test_the_apps_grants_are_exactly_select_insert_create_on_its_schema(app):
     for what, on in re.findall(r"GRANT (.+?) ON (\S+) TO", " ".join(grants)):
         privileges |= {f"{p.strip()} ON {on.replace('`', '')}" for p in what.split(",")}
     assert privileges == {"USAGE ON *.*", "SELECT ON apm_demo.*", "INSERT ON apm_demo.*",
-                          "CREATE ON apm_demo.*"}, grants
+                          "DELETE ON apm_demo.*", "CREATE ON apm_demo.*"}, grants
 
 
 @pytest.mark.parametrize("statement", [
     "UPDATE visits SET page = '/b'",
-    "DELETE FROM visits",
     "DROP TABLE visits",
     "TRUNCATE TABLE visits",
     "ALTER TABLE visits ADD COLUMN extra INT",
@@ -100,7 +101,7 @@ def test_anything_else_is_refused(app, datadog_user, statement):
 
 # Why each statement of apm-demo-user.sh is there: the app's work fails without it.
 SCRIPT_STATEMENTS = [r"^CREATE DATABASE IF NOT EXISTS apm_demo$", r"^CREATE USER IF NOT EXISTS 'apm_demo'@'%'",
-                     r"^GRANT SELECT, INSERT, CREATE ON apm_demo\.\* TO 'apm_demo'@'%'$"]
+                     r"^GRANT SELECT, INSERT, DELETE, CREATE ON apm_demo\.\* TO 'apm_demo'@'%'$"]
 
 
 def test_every_statement_of_the_script_is_listed():

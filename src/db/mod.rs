@@ -30,6 +30,7 @@ pub const CREATE_VISITS: &str = "CREATE TABLE IF NOT EXISTS visits (\
     created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))";
 
 const INSERT_VISIT: &str = "INSERT INTO visits (page, user_agent) VALUES (?, ?)";
+const PRUNE_VISITS: &str = "DELETE FROM visits WHERE id <= ?";
 const SELECT_VISIT: &str = "SELECT id, page, user_agent, created_at FROM visits WHERE id = ?";
 const LIST_VISITS: &str =
     "SELECT id, page, user_agent, created_at FROM visits ORDER BY id DESC LIMIT 10";
@@ -67,6 +68,8 @@ fn visit((id, page, user_agent, created_at): VisitRow) -> Visit {
 pub struct Database {
     runner: Option<Arc<Runner>>,
     schema_ready: Arc<AtomicBool>,
+    /// `MYSQL_KEEP_VISITS`: the newest visits kept ([`Database::insert_visit`] prunes the others).
+    keep_visits: u64,
 }
 
 /// Where the statements go, never the password: the pool's options hold it, and mysql_async's own
@@ -115,6 +118,7 @@ impl Database {
         Self {
             runner,
             schema_ready: Arc::new(AtomicBool::new(false)),
+            keep_visits: config.mysql_keep_visits,
         }
     }
 
@@ -145,14 +149,17 @@ impl Database {
         Ok(())
     }
 
-    /// Records a visit; its id.
+    /// Records a visit; its id. The table keeps the newest `MYSQL_KEEP_VISITS`: the visit whose id is
+    /// a multiple of [`Database::prune_every`] also deletes those older than that (its own
+    /// `mysql.query` span; a failure is logged, the visit stands).
     pub async fn insert_visit(
         &self,
         page: Option<&str>,
         user_agent: Option<&str>,
     ) -> Result<u64, QueryError> {
         self.ensure_schema().await?;
-        self.runner()?
+        let runner = self.runner()?;
+        let id = runner
             .run(
                 INSERT_VISIT,
                 &[Param::Text(page), Param::Text(user_agent)],
@@ -161,7 +168,31 @@ impl Database {
                     Ok(conn.last_insert_id().unwrap_or_default())
                 },
             )
-            .await
+            .await?;
+        if id % self.prune_every() == 0 && id > self.keep_visits {
+            let oldest_kept = id - self.keep_visits;
+            let pruned = runner
+                .run(
+                    PRUNE_VISITS,
+                    &[Param::Int(oldest_kept)],
+                    async |conn, sql| conn.query_drop(sql).await,
+                )
+                .await;
+            if let Err(error) = pruned {
+                tracing::warn!(
+                    error.type = error.kind,
+                    "old visits not deleted ({}); the next pruning will try again",
+                    error.message
+                );
+            }
+        }
+        Ok(id)
+    }
+
+    /// One insert in this many prunes: a hundredth of what is kept (at most a thousand), so that the
+    /// table holds at most 1% more than `MYSQL_KEEP_VISITS` and a DELETE runs rarely.
+    fn prune_every(&self) -> u64 {
+        (self.keep_visits / 100).clamp(1, 1000)
     }
 
     /// The visit `id`, if it exists.

@@ -217,7 +217,8 @@ pub fn remember_trace_ids(span: &Span) {
     });
 }
 
-/// An event's fields as text: the message, then ` name=value` for the others.
+/// An event's fields as text: the message, then ` name=value` for the others, each escaped
+/// ([`TextEscaped`]): a value is often the client's (a path, a user agent).
 struct TextFields {
     line: String,
     fields: String,
@@ -226,17 +227,61 @@ struct TextFields {
 impl Visit for TextFields {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if field.name() == "message" {
-            let _ = write!(self.line, "{value:?}");
+            let _ = write!(TextEscaped(&mut self.line), "{value:?}");
         } else {
-            let _ = write!(self.fields, " {}={value:?}", field.name());
+            let _ = write!(self.fields, " {}=", field.name());
+            let _ = write!(TextEscaped(&mut self.fields), "{value:?}");
         }
     }
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
-            self.line.push_str(value);
+            let _ = TextEscaped(&mut self.line).write_str(value);
         } else {
-            let _ = write!(self.fields, " {}={value}", field.name());
+            let _ = write!(self.fields, " {}=", field.name());
+            let _ = TextEscaped(&mut self.fields).write_str(value);
         }
+    }
+}
+
+/// Escapes what it is given for a text line, so that one line stays one line and shows what it
+/// holds: a control character (C0, DEL and C1, U+0085 NEL and U+009B CSI among them), a line or
+/// paragraph separator (U+2028, U+2029) or a bidirectional control (U+202E and its kin, which
+/// reorder what a terminal shows) is written as `\u{...}`, and a backslash as `\\`, so the escaping
+/// can be undone exactly. The JSON format escapes with JSON's own rules.
+struct TextEscaped<'a>(&'a mut String);
+
+/// Whether a character is written escaped in a text line.
+fn escaped_in_text(c: char) -> bool {
+    c == '\\'
+        || c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' // line and paragraph separators
+                | '\u{061C}' | '\u{200E}' | '\u{200F}' // bidirectional marks
+                | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' // bidirectional embeddings, isolates
+        )
+}
+
+impl fmt::Write for TextEscaped<'_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        // Most lines have nothing to escape: printable ASCII is copied whole.
+        if text
+            .bytes()
+            .all(|b| (b' '..b'\x7f').contains(&b) && b != b'\\')
+        {
+            self.0.push_str(text);
+            return Ok(());
+        }
+        for c in text.chars() {
+            match c {
+                '\\' => self.0.push_str("\\\\"),
+                c if escaped_in_text(c) => {
+                    let _ = write!(self.0, "\\u{{{:x}}}", u32::from(c));
+                }
+                c => self.0.push(c),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -375,6 +420,57 @@ mod tests {
             push_json_str(&mut out, &text);
             proptest::prop_assert_eq!(serde_json::from_str::<String>(&out).unwrap(), text);
         }
+    }
+
+    /// Undoes [`TextEscaped`].
+    fn text_unescaped(line: &str) -> String {
+        let mut out = String::new();
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('\\') => out.push('\\'),
+                Some('u') => {
+                    assert_eq!(chars.next(), Some('{'));
+                    let hex: String = chars.by_ref().take_while(|&c| c != '}').collect();
+                    out.push(char::from_u32(u32::from_str_radix(&hex, 16).unwrap()).unwrap());
+                }
+                other => panic!("not an escape: \\{other:?}"),
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_text_line_holds_no_line_break_separator_or_control_and_unescapes_exactly(
+            text in proptest::prelude::any::<String>()
+        ) {
+            let mut line = String::new();
+            TextEscaped(&mut line).write_str(&text).unwrap();
+            proptest::prop_assert!(
+                !line.chars().any(|c| c.is_control() || escaped_in_text(c) && c != '\\'),
+                "{line:?}"
+            );
+            proptest::prop_assert_eq!(text_unescaped(&line), text);
+        }
+    }
+
+    #[test]
+    fn forged_lines_and_hidden_text_are_escaped_in_text_lines() {
+        let mut line = String::new();
+        TextEscaped(&mut line)
+            .write_str("/a\u{85}b\u{2028}c\u{9b}31md\u{202e}e\\f\ng")
+            .unwrap();
+        assert_eq!(line, r"/a\u{85}b\u{2028}c\u{9b}31md\u{202e}e\\f\u{a}g");
+        let mut plain = String::new();
+        TextEscaped(&mut plain)
+            .write_str("GET /api/apm 200")
+            .unwrap();
+        assert_eq!(plain, "GET /api/apm 200");
     }
 
     #[test]

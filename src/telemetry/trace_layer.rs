@@ -63,6 +63,14 @@ impl TraceLayer {
     fn exporting(&self) -> bool {
         self.extract.is_some()
     }
+
+    /// What the request's headers say about its trace, read as the exporter reads them.
+    pub fn incoming(&self, headers: &http::HeaderMap) -> Incoming {
+        match &self.extract {
+            Some(extract) => extract.extract(headers),
+            None => Incoming::default(),
+        }
+    }
 }
 
 /// The middleware: opens the span, runs the request inside it, records the response.
@@ -96,11 +104,7 @@ where
     .await;
 
     let status = response.status();
-    record_status(&span, status);
-    if let Some(error) = response.extensions().get::<SpanError>() {
-        span.record("error.type", error.kind);
-        span.record("error.message", capped(&error.message).as_ref());
-    }
+    record_status(&span, status, response.extensions().get::<SpanError>());
     let fault = response.extensions().get::<FaultsApplied>();
     if let Some(FaultsApplied(flags)) = fault {
         span.record("fault.injected", flags.as_str());
@@ -147,10 +151,7 @@ fn request_span(request: &Request, layer: &TraceLayer) -> Span {
     };
 
     // The caller's trace context matters only to exported spans.
-    let incoming = match &layer.extract {
-        Some(extract) => extract.extract(headers),
-        None => Incoming::default(),
-    };
+    let incoming = layer.incoming(headers);
 
     let span = tracing::info_span!(
         target: SPAN_TARGET,
@@ -192,21 +193,29 @@ fn request_span(request: &Request, layer: &TraceLayer) -> Span {
     span
 }
 
-/// Records the status; a 5xx marks the span as an error (a 4xx is the client's, not the server's).
-fn record_status(span: &Span, status: StatusCode) {
+/// Records the status; a 5xx marks the span as an error (a 4xx is the client's, not the server's),
+/// with the `error` the service described, else the status as the message. Each field is recorded
+/// once: an exporter may keep the first of two values (datadog-opentelemetry does), or the last.
+fn record_status(span: &Span, status: StatusCode, error: Option<&SpanError>) {
     // An integer, which the exporter writes as the string Datadog expects, without a string per span.
     span.record("http.status_code", i64::from(status.as_u16()));
+    if let Some(error) = error {
+        span.record("error.type", error.kind);
+        span.record("error.message", capped(&error.message).as_ref());
+    }
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
-        span.record(
-            "error.message",
-            format!(
-                "{} {}",
-                status.as_u16(),
-                status.canonical_reason().unwrap_or("")
-            )
-            .trim_end(),
-        );
+        if error.is_none() {
+            span.record(
+                "error.message",
+                format!(
+                    "{} {}",
+                    status.as_u16(),
+                    status.canonical_reason().unwrap_or("")
+                )
+                .trim_end(),
+            );
+        }
     }
 }
 

@@ -11,6 +11,8 @@ use tower::ServiceExt;
 use apm_demo::config::Config;
 use apm_demo::db::Database;
 use apm_demo::routes;
+use apm_demo::telemetry::ids::{span_id_bits, trace_id_bits};
+use apm_demo::telemetry::trace_layer::TraceLayer;
 use apm_demo::telemetry::{Telemetry, propagation};
 
 const TRACE_HEADERS: [&str; 6] = [
@@ -44,14 +46,40 @@ fn id_text() -> impl Strategy<Value = String> {
     ]
 }
 
-fn extract(pairs: &[(&'static str, Vec<u8>)]) -> propagation::Incoming {
+fn headers(pairs: &[(&'static str, Vec<u8>)]) -> HeaderMap {
     let mut headers = HeaderMap::new();
     for (name, value) in pairs {
         if let Ok(value) = HeaderValue::from_bytes(value) {
             headers.append(HeaderName::from_static(name), value);
         }
     }
-    propagation::extract(&headers)
+    headers
+}
+
+/// The project's reader of trace headers (the default exporter's).
+fn extract(pairs: &[(&'static str, Vec<u8>)]) -> propagation::Incoming {
+    propagation::extract(&headers(pairs))
+}
+
+/// The trace layer of the service with Datadog's own exporter: its propagator behind the service's
+/// header guard. (Built once; its spans go nowhere: the subscriber is not installed.)
+fn datadog_opentelemetry_layer() -> &'static TraceLayer {
+    static LAYER: std::sync::OnceLock<(Telemetry, TraceLayer)> = std::sync::OnceLock::new();
+    &LAYER
+        .get_or_init(|| {
+            let config = Config::parse_from_args([
+                "apm-demo",
+                "--trace-exporter",
+                "datadog-opentelemetry",
+                "--dd-trace-agent-url",
+                "http://127.0.0.1:9",
+            ])
+            .unwrap();
+            let telemetry = Telemetry::build(&config, std::io::sink).unwrap();
+            let layer = telemetry.trace_layer();
+            (telemetry, layer)
+        })
+        .1
 }
 
 /// What a valid Datadog id is: decimal, non-zero, 64 bits; surrounding spaces are HTTP's, not the id's.
@@ -71,11 +99,14 @@ proptest! {
         values in prop::collection::vec((0..TRACE_HEADERS.len(), header_bytes()), 0..8)
     ) {
         let pairs: Vec<(&'static str, Vec<u8>)> = values.into_iter().map(|(i, v)| (TRACE_HEADERS[i], v)).collect();
-        let incoming = extract(&pairs);
-        if let Some(parent) = incoming.parent {
-            let span = parent.span();
-            let context = span.span_context();
-            prop_assert!(context.is_valid() && context.is_remote());
+        // The project's reader, and Datadog's own exporter's propagator behind the same guard.
+        let readers = [extract(&pairs), datadog_opentelemetry_layer().incoming(&headers(&pairs))];
+        for incoming in readers.into_iter() {
+            if let Some(parent) = incoming.parent {
+                let span = parent.span();
+                let context = span.span_context();
+                prop_assert!(context.is_valid() && context.is_remote());
+            }
         }
     }
 
@@ -87,8 +118,8 @@ proptest! {
         ]);
         let continued = incoming.parent.map(|p| {
             let span = p.span();
-            (u128::from_be_bytes(span.span_context().trace_id().to_bytes()) as u64,
-             u64::from_be_bytes(span.span_context().span_id().to_bytes()))
+            (trace_id_bits(span.span_context().trace_id()) as u64,
+             span_id_bits(span.span_context().span_id()))
         });
         if is_valid_datadog_id(&trace) && is_valid_datadog_id(&parent) {
             prop_assert_eq!(continued, Some((trace.trim().parse().unwrap(), parent.trim().parse().unwrap())));

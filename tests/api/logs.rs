@@ -88,6 +88,42 @@ async fn text_format_is_the_flask_format_with_injected_ids() {
     assert!(parts[3].contains("GET /api/trace 200"), "{line}");
 }
 
+#[tokio::test]
+async fn a_path_cannot_forge_a_text_line_or_hide_text() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let agent = TestAgent::start(Behaviour::Healthy);
+    let mut app = spawn_app(&agent.url, &["--log-format", "text"]).await;
+    // Raw bytes on the wire (a client need not percent-encode): NEL, LINE SEPARATOR, RIGHT-TO-LEFT
+    // OVERRIDE, each in UTF-8.
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(
+            b"GET /x\xc2\x85INFO\xe2\x80\xa8forged\xe2\x80\xaeevil HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 404"), "{answer:?}");
+    app.stop_and_flush().await;
+    let text = app.log_text();
+    let access: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" - apm_demo::access - "))
+        .collect();
+    assert_eq!(access.len(), 1, "one request, one line: {text}");
+    assert!(
+        access[0].contains(r"GET /x\u{85}INFO\u{2028}forged\u{202e}evil 404"),
+        "{}",
+        access[0]
+    );
+    assert!(
+        !text.contains(['\u{85}', '\u{2028}', '\u{202e}']),
+        "{text:?}"
+    );
+}
+
 /// The access line of a `GET /` to the service started with `flags`, and the agent it exports to.
 async fn access_line_with(flags: &[&str]) -> (serde_json::Value, TestAgent) {
     let agent = TestAgent::start(Behaviour::Healthy);

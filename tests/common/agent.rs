@@ -1,7 +1,9 @@
-//! An in-test trace agent: serves `/v0.5/traces` on a loopback port and decodes the msgpack payload
-//! the way the Datadog Agent does (a string table, then traces of 12-element span arrays). It can
-//! also misbehave (answer 500, or accept connections and never answer) and be stopped and restarted
-//! on the same port, for the fault suite.
+//! An in-test trace agent: serves `/v0.5/traces` (the default exporter's) and `/v0.4/traces`
+//! (datadog-opentelemetry's) on a loopback port and decodes the msgpack payloads the way the Datadog
+//! Agent does (v0.5: a string table, then traces of 12-element span arrays; v0.4: traces of span
+//! maps). It can also misbehave (answer 500, or accept connections and never answer) and be stopped
+//! and restarted on the same port, for the fault suite. What else a tracer asks an Agent (`/info`,
+//! stats, telemetry) gets a 404, as from an Agent that serves none of it.
 #![allow(dead_code)] // each test binary uses part of it
 
 use std::collections::BTreeMap;
@@ -107,7 +109,8 @@ impl TestAgent {
                     });
                 } else {
                     let app = Router::new()
-                        .route("/v0.5/traces", post(receive))
+                        .route("/v0.5/traces", post(receive_v05))
+                        .route("/v0.4/traces", post(receive_v04))
                         .with_state(state);
                     tokio::spawn(async move { axum::serve(listener, app).await });
                 }
@@ -162,13 +165,26 @@ impl Drop for TestAgent {
     }
 }
 
-async fn receive(State(state): State<AgentState>, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn receive_v05(state: State<AgentState>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    receive(state, headers, body, decode_v05).await
+}
+
+async fn receive_v04(state: State<AgentState>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    receive(state, headers, body, decode_v04).await
+}
+
+async fn receive(
+    State(state): State<AgentState>,
+    headers: HeaderMap,
+    body: Bytes,
+    decode: fn(&[u8]) -> Decoded,
+) -> StatusCode {
     if state.behaviour == Behaviour::Failing {
         return StatusCode::INTERNAL_SERVER_ERROR;
     }
-    let traces = match decode_v05(&body) {
+    let traces = match decode(&body) {
         Ok(traces) => traces,
-        Err(error) => panic!("undecodable v0.5 payload: {error}"),
+        Err(error) => panic!("undecodable payload: {error}"),
     };
     let mut received = state.received.lock().unwrap();
     received.payloads.push(Payload {
@@ -179,8 +195,11 @@ async fn receive(State(state): State<AgentState>, headers: HeaderMap, body: Byte
     StatusCode::OK
 }
 
+/// A payload's traces, or why it could not be read.
+type Decoded = Result<Vec<Vec<AgentSpan>>, String>;
+
 /// Decodes a v0.5 payload: `[[string...], [[span...]...]]`, each span an array of 12 elements.
-pub fn decode_v05(body: &[u8]) -> Result<Vec<Vec<AgentSpan>>, String> {
+pub fn decode_v05(body: &[u8]) -> Decoded {
     let value = rmpv::decode::read_value(&mut &body[..]).map_err(|e| e.to_string())?;
     let [strings, traces] = as_array(&value)? else {
         return Err("payload is not [strings, traces]".into());
@@ -237,6 +256,83 @@ pub fn decode_v05(body: &[u8]) -> Result<Vec<Vec<AgentSpan>>, String> {
                 .collect()
         })
         .collect()
+}
+
+/// Decodes a v0.4 payload: `[[span...]...]`, each span a map of its fields by name.
+pub fn decode_v04(body: &[u8]) -> Decoded {
+    let value = rmpv::decode::read_value(&mut &body[..]).map_err(|e| e.to_string())?;
+    as_array(&value)?
+        .iter()
+        .map(|trace| as_array(trace)?.iter().map(span_v04).collect())
+        .collect()
+}
+
+fn span_v04(span: &Value) -> Result<AgentSpan, String> {
+    let fields = map(span)?;
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(name))
+            .map(|(_, v)| v)
+    };
+    let text = |name: &str| -> Result<String, String> {
+        match field(name) {
+            Some(v) => v
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| format!("{name} is not a string")),
+            None => Ok(String::new()),
+        }
+    };
+    let int = |name: &str| -> Result<i64, String> {
+        match field(name) {
+            Some(v) => v
+                .as_i64()
+                .or_else(|| v.as_u64().map(|u| u as i64))
+                .ok_or_else(|| format!("{name} is not an integer")),
+            None => Ok(0),
+        }
+    };
+    let meta = match field("meta") {
+        Some(meta) => map(meta)?
+            .iter()
+            .map(|(k, v)| {
+                Ok((
+                    k.as_str().ok_or("meta key")?.to_owned(),
+                    v.as_str().ok_or("meta value")?.to_owned(),
+                ))
+            })
+            .collect::<Result<_, String>>()?,
+        None => BTreeMap::new(),
+    };
+    let metrics = match field("metrics") {
+        Some(metrics) => map(metrics)?
+            .iter()
+            .map(|(k, v)| {
+                Ok((
+                    k.as_str().ok_or("metric key")?.to_owned(),
+                    v.as_f64()
+                        .or_else(|| v.as_i64().map(|i| i as f64))
+                        .ok_or("metric is not a number")?,
+                ))
+            })
+            .collect::<Result<_, String>>()?,
+        None => BTreeMap::new(),
+    };
+    Ok(AgentSpan {
+        service: text("service")?,
+        name: text("name")?,
+        resource: text("resource")?,
+        trace_id: int("trace_id")? as u64,
+        span_id: int("span_id")? as u64,
+        parent_id: int("parent_id")? as u64,
+        start: int("start")?,
+        duration: int("duration")?,
+        error: int("error")?,
+        meta,
+        metrics,
+        span_type: text("type")?,
+    })
 }
 
 fn as_array(value: &Value) -> Result<&[Value], String> {

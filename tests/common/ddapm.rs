@@ -72,13 +72,24 @@ impl DatadogTestAgent {
         agent
     }
 
+    /// The traces it received. A tracer may leave out a span's zero-valued fields (datadog-opentelemetry's
+    /// v0.4 payloads omit `error` and `parent_id` when they are 0), which the Agent decodes as zeros:
+    /// so do these, so that every span has both.
     pub fn traces(&self) -> Vec<Vec<Value>> {
-        client()
+        let mut traces: Vec<Vec<Value>> = client()
             .get(format!("{}/test/traces", self.url))
             .send()
             .unwrap()
             .json()
-            .unwrap()
+            .unwrap();
+        for span in traces.iter_mut().flatten() {
+            for field in ["error", "parent_id"] {
+                if span.get(field).is_none() {
+                    span[field] = Value::from(0);
+                }
+            }
+        }
+        traces
     }
 
     pub fn spans(&self) -> Vec<Value> {
@@ -95,6 +106,28 @@ impl DatadogTestAgent {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The client-side stats payloads it received (`/v0.6/stats`, decoded), for tracers that compute
+    /// them.
+    pub fn stats(&self) -> Vec<Value> {
+        client()
+            .get(format!("{}/test/session/stats", self.url))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
+    /// The hits the client-side stats count for `resource` (server spans' grouped stats), summed.
+    pub fn stats_hits(&self, resource: &str) -> u64 {
+        self.stats()
+            .iter()
+            .flat_map(|payload| payload["Stats"].as_array().into_iter().flatten())
+            .flat_map(|bucket| bucket["Stats"].as_array().into_iter().flatten())
+            .filter(|group| group["Resource"] == resource)
+            .map(|group| group["Hits"].as_u64().unwrap_or(0))
+            .sum()
     }
 
     /// The test agent's verdict on every payload it received: `200: OK` when no check failed.

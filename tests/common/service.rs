@@ -10,6 +10,42 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// The exporter a suite runs the service with: `TRACE_EXPORTER` (make runs the suites against
+/// Datadog's test agent once per exporter), else the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exporter {
+    OpentelemetryDatadog,
+    DatadogOpentelemetry,
+}
+
+impl Exporter {
+    pub fn from_env() -> Self {
+        match std::env::var("TRACE_EXPORTER").as_deref() {
+            Ok("datadog-opentelemetry") => Self::DatadogOpentelemetry,
+            Ok("opentelemetry-datadog") | Err(_) => Self::OpentelemetryDatadog,
+            Ok(other) => panic!("TRACE_EXPORTER={other}: not an exporter of the service"),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OpentelemetryDatadog => "opentelemetry-datadog",
+            Self::DatadogOpentelemetry => "datadog-opentelemetry",
+        }
+    }
+
+    /// The high 64 bits of a chunk root's 128-bit trace id, in hex, where this exporter sends them:
+    /// `_dd.p.tid` (Datadog's tracers' tag), or datadog-opentelemetry 0.5.4's `otel.trace_id` (the
+    /// whole id), which is all it sends of them.
+    pub fn trace_id_high(self, span: &Value) -> Option<&str> {
+        let meta = |key| span["meta"].get(key).and_then(Value::as_str);
+        match self {
+            Self::OpentelemetryDatadog => meta("_dd.p.tid"),
+            Self::DatadogOpentelemetry => meta("otel.trace_id").and_then(|id| id.get(..16)),
+        }
+    }
+}
+
 /// A free loopback port (bound, then released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -45,6 +81,7 @@ impl Service {
             .env("DD_ENV", "ci")
             .env("DD_VERSION", "9.9.9")
             .env("LOG_FORMAT", "json")
+            .env("TRACE_EXPORTER", Exporter::from_env().as_str())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (name, value) in extra_env {

@@ -1,7 +1,8 @@
-"""Parity on the wire with Datadog's own tracer.
+"""Parity on the wire with Datadog's own tracer, for each of the service's two exporters.
 
 The seed's Flask app (bench/seed_app/APM.py) runs under `ddtrace-run` (ddtrace pinned in
-requirements.txt) and this service's release binary runs beside it; both send to one Datadog test agent
+requirements.txt) and this service's release binary runs beside it twice, once with each exporter
+(`TRACE_EXPORTER`); all send to one Datadog test agent
 (ddapm-test-agent) on free loopback ports, and both get the same requests: the three seed routes, a 404,
 a 405, and every propagation case of the conformance suite (Datadog headers with and without a priority,
 W3C `traceparent`, malformed headers), plus what a caller traced by a Datadog tracer sends (priority 2
@@ -13,9 +14,10 @@ decimal, 16 or 32 hex digits), and the values of the sampling and ingestion keys
 (`_sampling_priority_v1`, `_dd.measured`, `_dd.p.dm`, `_dd.origin`) and of the HTTP keys trace metrics
 are tagged with. Durations, timestamps and random ids are never compared.
 
-Every difference found must be listed in expected_differences.json with its decision and reason; the
-test fails when a difference appears that is not listed, and when a listed one no longer appears (so
-that a closed gap is removed from the list, and the README's list stays true). Run it alone with `make
+Every difference found must be listed, per exporter, in expected_differences.json
+(opentelemetry-datadog) or expected_differences.datadog-opentelemetry.json with its decision and
+reason; the test fails when a difference appears that is not listed, and when a listed one no longer
+appears (so that a closed gap is removed from the list, and the docs' lists stay true). Run it alone with `make
 test-parity`; `python tests/parity/test_parity.py` prints the differences as a table.
 
 It also checks that the access-log lines keep their trace correlation with 128-bit trace ids: as
@@ -41,8 +43,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 VENV_BIN = ROOT / ".venv" / "bin"
-EXPECTED = HERE / "expected_differences.json"
 SEED_APP = ROOT / "bench" / "seed_app"
+sys.path.insert(0, str(ROOT / "local"))
+from ports import free_port  # noqa: E402  (the project's one free_port)
+
+EXPORTERS = ("opentelemetry-datadog", "datadog-opentelemetry")
+EXPECTED = {
+    "opentelemetry-datadog": HERE / "expected_differences.json",
+    "datadog-opentelemetry": HERE / "expected_differences.datadog-opentelemetry.json",
+}
 
 W3C_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"  # pragma: allowlist secret (the W3C example trace id)
 W3C_PARENT_ID = "00f067aa0ba902b7"
@@ -81,13 +90,7 @@ INCOMING = {
 VALUE_FIELDS = ("name", "resource", "type", "error")
 VALUE_KEYS = ("metrics._sampling_priority_v1", "metrics._dd.measured", "meta._dd.p.dm", "meta._dd.origin",
               "meta.span.kind", "meta.http.method", "meta.http.status_code", "meta.http.route")
-TRACERS = ("ddtrace", "ours")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+TRACERS = ("ddtrace",) + EXPORTERS
 
 
 def release_dir():
@@ -149,13 +152,14 @@ def send(port, method, path, headers, case):
 
 
 def run_both(workdir):
-    """Runs both tracers against one test agent with the same requests. Returns the agent's traces, our
-    service's log lines, and the statuses each server answered."""
+    """Runs ddtrace and the service with each exporter against one test agent with the same requests.
+    Returns the agent's traces, each service's log lines, and the statuses each server answered."""
     processes = Processes()
-    agent_port, seed_port, our_port = free_port(), free_port(), free_port()
+    agent_port, seed_port = free_port(), free_port()
+    ports = {exporter: free_port() for exporter in EXPORTERS}
     agent_url = f"http://127.0.0.1:{agent_port}"
     common = {"DD_TRACE_AGENT_URL": agent_url, "DD_ENV": "parity", "DD_VERSION": "9.9.9"}
-    our_log = workdir / "apm-demo.log"
+    logs = {exporter: workdir / f"apm-demo-{exporter}.log" for exporter in EXPORTERS}
     try:
         processes.start([str(VENV_BIN / "ddapm-test-agent"), "--port", str(agent_port),
                          "--otlp-http-port", str(free_port()), "--otlp-grpc-port", str(free_port())], {},
@@ -165,13 +169,16 @@ def run_both(workdir):
                                 "--host", "127.0.0.1", "--port", str(seed_port)],
                                {**common, "PYTHONPATH": str(SEED_APP), "DD_SERVICE": "parity-seed"},
                                open(workdir / "seed.log", "w"))
-        ours = processes.start([str(release_dir() / "apm-demo")],
-                               {**common, "HOST": "127.0.0.1", "PORT": str(our_port), "LOG_FORMAT": "json",
-                                "DD_SERVICE": "parity-ours"}, open(our_log, "w"))
+        ours = [processes.start([str(release_dir() / "apm-demo")],
+                                {**common, "HOST": "127.0.0.1", "PORT": str(ports[exporter]), "LOG_FORMAT": "json",
+                                 "DD_SERVICE": f"parity-{exporter}", "TRACE_EXPORTER": exporter},
+                                open(logs[exporter], "w"))
+                for exporter in EXPORTERS]
         wait_until(lambda: listening(seed_port), "the seed app under ddtrace-run listens")
-        wait_until(lambda: listening(our_port), "the service listens")
+        for exporter in EXPORTERS:
+            wait_until(lambda: listening(ports[exporter]), f"the service with {exporter} listens")
         statuses = {tracer: {} for tracer in TRACERS}
-        for tracer, port in (("ddtrace", seed_port), ("ours", our_port)):
+        for tracer, port in (("ddtrace", seed_port), *ports.items()):
             for name, method, path, headers in CASES:
                 statuses[tracer][name] = send(port, method, path, headers, name)
 
@@ -183,17 +190,28 @@ def run_both(workdir):
             got = entry_spans(traces())
             return all(len(got[tracer]) == len(CASES) for tracer in TRACERS)
 
-        wait_until(complete, "a span for every request from both tracers", timeout=30)
-        for process in (seed, ours):
+        wait_until(complete, "a span for every request from every tracer", timeout=30)
+        for process in (seed, *ours):
             processes.stop(process)
-        return traces(), [json.loads(line) for line in our_log.read_text().splitlines() if line.startswith("{")], \
-            statuses
+        log_lines = {exporter: [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
+                     for exporter, path in logs.items()}
+        return traces(), log_lines, statuses
     finally:
         processes.stop_all()
 
 
 def tracer_of(span):
-    return "ours" if span["service"] == "parity-ours" else "ddtrace"
+    service = span["service"].removeprefix("parity-")
+    return service if service in EXPORTERS else "ddtrace"
+
+
+def trace_id_high(span):
+    """The high 64 bits of a 128-bit trace id where the tracer sends them: `_dd.p.tid`, or
+    datadog-opentelemetry 0.5.4's `otel.trace_id` (the whole id in hex), which is all it sends of them."""
+    meta = span.get("meta", {})
+    if "_dd.p.tid" in meta:
+        return meta["_dd.p.tid"]
+    return meta["otel.trace_id"][:16] if "otel.trace_id" in meta else None
 
 
 def entry_spans(traces):
@@ -264,11 +282,11 @@ def signature(case, span):
     return sig
 
 
-def differences(entry):
-    """{difference: [cases]} between ddtrace's and our entry spans."""
+def differences(entry, exporter):
+    """{difference: [cases]} between ddtrace's entry spans and the service's with `exporter`."""
     found = defaultdict(list)
     for case in CASE_NAMES:
-        theirs, ours = signature(case, entry["ddtrace"][case]), signature(case, entry["ours"][case])
+        theirs, ours = signature(case, entry["ddtrace"][case]), signature(case, entry[exporter][case])
         for field in sorted(theirs.keys() | ours.keys()):
             if field not in ours:
                 found[f"{field}: only ddtrace ({theirs[field]})"].append(case)
@@ -279,8 +297,8 @@ def differences(entry):
     return {diff: ("all" if cases == CASE_NAMES else cases) for diff, cases in found.items()}
 
 
-def expected():
-    return {entry["difference"]: entry for entry in json.loads(EXPECTED.read_text())["differences"]}
+def expected(exporter):
+    return {entry["difference"]: entry for entry in json.loads(EXPECTED[exporter].read_text())["differences"]}
 
 
 @pytest.fixture(scope="module")
@@ -292,63 +310,68 @@ def run():
     return entry_spans(traces), log_lines, statuses
 
 
-def test_both_servers_answer_alike(run):
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_both_servers_answer_alike(run, exporter):
     _, _, statuses = run
-    assert statuses["ddtrace"] == statuses["ours"]
+    assert statuses["ddtrace"] == statuses[exporter]
 
 
-def test_differences_from_datadogs_tracer_are_the_expected_ones(run):
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_differences_from_datadogs_tracer_are_the_expected_ones(run, exporter):
     entry, _, _ = run
-    found, listed = differences(entry), expected()
+    found, listed = differences(entry, exporter), expected(exporter)
+    path = EXPECTED[exporter].relative_to(ROOT)
     new = {diff: cases for diff, cases in found.items()
            if diff not in listed or listed[diff]["cases"] != cases}
     gone = {diff: entry["cases"] for diff, entry in listed.items()
             if diff not in found or found[diff] != entry["cases"]}
     message = []
     if new:
-        message.append("New differences from ddtrace (close them, or list them in "
-                       f"{EXPECTED.relative_to(ROOT)} with a decision and a reason):")
+        message.append(f"New differences from ddtrace with {exporter} (close them, or list them in "
+                       f"{path} with a decision and a reason):")
         message += [f"  {diff}  [cases: {cases}]" for diff, cases in sorted(new.items())]
     if gone:
-        message.append(f"Listed in {EXPECTED.relative_to(ROOT)} but no longer seen (remove them, and "
-                       "from the README's list in docs/service.md):")
+        message.append(f"Listed in {path} but no longer seen (remove them, and from the list in "
+                       "docs/service.md):")
         message += [f"  {diff}  [cases: {cases}]" for diff, cases in sorted(gone.items())]
     assert not message, "\n".join(message)
 
 
-def test_every_listed_difference_has_a_decision_and_a_reason(run):
-    for diff, entry in expected().items():
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_every_listed_difference_has_a_decision_and_a_reason(exporter):
+    for diff, entry in expected(exporter).items():
         assert entry.get("decision") in ("leave: python/flask-specific", "leave: exporter cannot",
                                          "leave: by design"), diff
         assert len(entry.get("reason", "")) > 20, diff
 
 
 def test_trace_ids_are_as_wide_as_ddtraces(run):
-    """Both tracers make 128-bit ids for a new trace: the low 64 bits as trace_id, the high 64 in
-    `_dd.p.tid`, the start time in seconds then 32 zero bits."""
+    """Every tracer makes 128-bit ids for a new trace: the low 64 bits as trace_id, the high 64 (in
+    `_dd.p.tid`, or `otel.trace_id`) the start time in seconds then 32 zero bits."""
     entry, _, _ = run
     now = time.time()
     for tracer in TRACERS:
         for case in ("root", "apm", "malformed"):
             span = entry[tracer][case]
-            tid = span["meta"].get("_dd.p.tid", "")
+            tid = trace_id_high(span) or ""
             assert re.fullmatch(r"[0-9a-f]{8}0{8}", tid), (tracer, case, tid)
             assert abs(int(tid[:8], 16) - now) < 300, (tracer, case, tid)
             assert 0 < span["trace_id"] < 2**64
 
 
-def test_logs_keep_their_correlation_with_128_bit_ids(run):
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_logs_keep_their_correlation_with_128_bit_ids(run, exporter):
     """Every access line's `dd.trace_id` is its span's trace_id (the low 64 bits, in decimal), also
     when the span's id is 128 bits wide."""
     entry, log_lines, _ = run
-    spans = {(s["trace_id"], s["span_id"]): s for s in entry["ours"].values()}
-    access = [line for line in log_lines if line.get("logger.name") == "apm_demo::access"]
+    spans = {(s["trace_id"], s["span_id"]): s for s in entry[exporter].values()}
+    access = [line for line in log_lines[exporter] if line.get("logger.name") == "apm_demo::access"]
     assert len(access) == len(CASES)
     wide = 0
     for line in access:
         span = spans.get((int(line["dd.trace_id"]), int(line["dd.span_id"])))
         assert span is not None, line
-        wide += "_dd.p.tid" in span["meta"]
+        wide += trace_id_high(span) not in (None, "0" * 16)
     assert wide >= 5, "most requests start or continue a 128-bit trace"
 
 
@@ -356,10 +379,12 @@ def main():
     """Prints the differences of one run as a table (a starting point for expected_differences.json)."""
     with tempfile.TemporaryDirectory(prefix="parity-") as workdir:
         traces, _, _ = run_both(Path(workdir))
-    listed = expected()
-    for diff, cases in sorted(differences(entry_spans(traces)).items()):
-        decision = listed.get(diff, {}).get("decision", "NOT LISTED")
-        print(f"{diff} | {cases if cases == 'all' else ','.join(cases)} | {decision}")
+    for exporter in EXPORTERS:
+        print(f"== {exporter}")
+        listed = expected(exporter)
+        for diff, cases in sorted(differences(entry_spans(traces), exporter).items()):
+            decision = listed.get(diff, {}).get("decision", "NOT LISTED")
+            print(f"{diff} | {cases if cases == 'all' else ','.join(cases)} | {decision}")
 
 
 if __name__ == "__main__":

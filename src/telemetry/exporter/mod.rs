@@ -9,6 +9,7 @@
 //! trace layer needs to know of it. Each crate is touched by its one file; the rest of the service
 //! sees only this module. docs/service.md#which-exporter compares what each sends and costs.
 
+#[cfg(feature = "datadog-opentelemetry")]
 pub mod datadog_opentelemetry;
 pub mod opentelemetry_datadog;
 
@@ -63,6 +64,12 @@ pub fn start(config: &Config) -> anyhow::Result<Pipeline> {
     let settings = Settings::of(config);
     match config.trace_exporter {
         TraceExporter::OpentelemetryDatadog => opentelemetry_datadog::pipeline(&settings),
+        #[cfg(feature = "datadog-opentelemetry")]
         TraceExporter::DatadogOpentelemetry => datadog_opentelemetry::pipeline(&settings),
+        // Refused at start by the configuration (`Config::check_combinations`).
+        #[cfg(not(feature = "datadog-opentelemetry"))]
+        TraceExporter::DatadogOpentelemetry => {
+            anyhow::bail!("TRACE_EXPORTER=datadog-opentelemetry: not in this build")
+        }
     }
 }
