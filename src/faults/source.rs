@@ -145,11 +145,6 @@ impl FlagSource {
         source
     }
 
-    /// The path watched.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The flags in force, `None` when none is enabled (one atomic load: no lock, no allocation).
     #[inline]
     pub fn snapshot(&self) -> Option<Arc<Snapshot>> {

@@ -98,7 +98,7 @@ impl Telemetry {
         match &self.pipeline {
             Some(pipeline) => TraceLayer {
                 extract: Some(pipeline.extract.clone()),
-                span_carries_component: pipeline.span_carries_component,
+                fields: pipeline.span_fields,
             },
             None => TraceLayer::not_exporting(),
         }

@@ -20,6 +20,7 @@ use url::Url;
 
 use super::export_queue::ExportStats;
 use super::propagation::Extract;
+use super::trace_layer::SpanFields;
 use crate::config::{Config, TraceExporter};
 
 /// A running exporter.
@@ -29,9 +30,8 @@ pub struct Pipeline {
     /// How a caller's trace headers are read: the exporter's sampler understands only its own
     /// propagator's contexts.
     pub extract: Arc<dyn Extract>,
-    /// Whether the request span must carry `component` (and the resource where the exporter would
-    /// make another), which the default exporter stamps on its own thread instead.
-    pub span_carries_component: bool,
+    /// What the request span carries for this exporter.
+    pub span_fields: SpanFields,
     /// The bounded queue's counters, where the project keeps them (the default exporter).
     pub stats: Option<Arc<ExportStats>>,
 }
