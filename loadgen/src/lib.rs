@@ -25,6 +25,15 @@ pub use report::Summary;
 /// Runs `plan` against its target: checks the target answers, drives it (reporting a client span
 /// per request when the plan says so), and summarises.
 pub async fn execute(plan: Plan) -> anyhow::Result<Summary> {
+    execute_until(plan, std::future::pending()).await
+}
+
+/// As [`execute`], ending the run early when `stop` completes (the binary's SIGTERM or Ctrl-C): the
+/// requests in flight finish, their spans are flushed, and the summary covers what was sent.
+pub async fn execute_until(
+    plan: Plan,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Summary> {
     run::preflight(&plan).await?;
     let export = plan
         .tracing
@@ -34,7 +43,7 @@ pub async fn execute(plan: Plan) -> anyhow::Result<Summary> {
     let progress = Arc::new(run::Progress::default());
     let monitor = monitor::Monitor::start(progress.clone(), plan.stop.duration);
     let reporter = export.as_ref().map(export::Export::reporter);
-    let outcome = run::run(plan.clone(), progress, reporter).await;
+    let outcome = run::run(plan.clone(), progress, reporter, stop).await;
     drop(monitor);
     // The last spans are flushed on the export thread; waiting for it must not hold a runtime thread.
     let spans = match export {

@@ -1,6 +1,7 @@
 //! loadgen's entry point: parse, run, report; the exit code tells scripts how it went.
 //!
 //! Exit codes: 0 done; 1 could not run (target unreachable); 2 bad flags; 3 --max-error-rate exceeded.
+//! SIGTERM or Ctrl-C ends a run early as its end would: the summary of what was sent, exit 0.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -24,7 +25,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let summary = match runtime.block_on(loadgen::execute(plan)) {
+    let summary = match runtime.block_on(loadgen::execute_until(plan, stop_signal())) {
         Ok(summary) => summary,
         Err(error) => {
             eprintln!("loadgen: {error:#}");
@@ -50,4 +51,24 @@ fn main() -> ExitCode {
         }
         _ => ExitCode::SUCCESS,
     }
+}
+
+/// The first SIGTERM (`docker compose stop`, a deleted Kubernetes Job) or Ctrl-C. Installed by the
+/// binary only: the library's callers (the tests) keep their own signal handling.
+async fn stop_signal() {
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => drop(terminate.recv().await),
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = terminate => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    eprintln!("loadgen: stopping early: the requests in flight finish, then the summary");
 }

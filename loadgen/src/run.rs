@@ -58,10 +58,24 @@ pub async fn preflight(plan: &Plan) -> anyhow::Result<()> {
     }
 }
 
-/// Runs the plan to its end and merges every connection's record; with a `reporter`, each request's
-/// client span goes to it.
-pub async fn run(plan: Arc<Plan>, progress: Arc<Progress>, reporter: Option<Reporter>) -> Outcome {
+/// Runs the plan to its end, or until `stop` completes, and merges every connection's record; with a
+/// `reporter`, each request's client span goes to it.
+pub async fn run(
+    plan: Arc<Plan>,
+    progress: Arc<Progress>,
+    reporter: Option<Reporter>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Outcome {
     let schedule = Arc::new(Schedule::new(&plan, Instant::now()));
+    // Stopped early, the run ends as at its end: the requests in flight finish, and their spans are
+    // flushed, so no service span is left naming a parent loadgen never reported.
+    let stopper = tokio::spawn({
+        let schedule = schedule.clone();
+        async move {
+            stop.await;
+            schedule.stop();
+        }
+    });
     // Prepared once: a request to a fixed path clones its URI instead of parsing the text again.
     let targets: Arc<Vec<Prepared>> = Arc::new(Prepared::all(&plan.mix, &plan.target));
     let workers: Vec<_> = (0..plan.connections)
@@ -83,6 +97,7 @@ pub async fn run(plan: Arc<Plan>, progress: Arc<Progress>, reporter: Option<Repo
             record.merge(&worker_record);
         }
     }
+    stopper.abort();
     Outcome {
         record,
         elapsed: schedule.start().elapsed(),

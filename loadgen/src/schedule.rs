@@ -1,7 +1,8 @@
 //! The schedule: hands each request its number and, at a fixed rate, the time it is due, until the
-//! plan says stop. Shared by all connections: claiming a request is one atomic increment.
+//! plan says stop or the run is stopped (SIGTERM, Ctrl-C). Shared by all connections: claiming a
+//! request is one atomic increment and one atomic load.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::plan::{Mode, Plan};
@@ -14,6 +15,7 @@ pub struct Schedule {
     limit: Option<u64>,
     interval: Option<Duration>,
     next: AtomicU64,
+    stopped: AtomicBool,
 }
 
 /// One request to send: its number, and for a fixed rate, when it is due.
@@ -34,6 +36,7 @@ impl Schedule {
                 Mode::Closed => None,
             },
             next: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
         }
     }
 
@@ -41,8 +44,16 @@ impl Schedule {
         self.start
     }
 
+    /// Ends the run early: no request is handed out after this; those in flight finish.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
+
     /// The next request, or `None` when the run is over.
     pub fn claim(&self) -> Option<Slot> {
+        if self.stopped.load(Ordering::Relaxed) {
+            return None;
+        }
         let index = self.next.fetch_add(1, Ordering::Relaxed);
         if self.limit.is_some_and(|limit| index >= limit) {
             return None;

@@ -856,3 +856,59 @@ fn a_trace_agent_that_is_no_http_url_is_refused_naming_the_flag() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--dd-service"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_the_run_with_its_summary_and_every_span_sent() {
+    let (url, seen) = serve(Behaviour::default()).await;
+    let agent = Agent::start(Answer::Accept).await;
+    let started = Instant::now();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .env_clear()
+        .args([
+            &url,
+            "--rate",
+            "200",
+            "-d",
+            "60s",
+            "-c",
+            "4",
+            "--trace-agent",
+            &agent.url,
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "stopped at once, not after its 60 s: {:?}",
+        started.elapsed()
+    );
+    assert!(stderr.contains("stopping early"), "{stderr}");
+    let json: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let requests = json["requests"].as_u64().unwrap();
+    assert!(
+        (100..2000).contains(&requests),
+        "about 1.5 s at 200/s: {requests}"
+    );
+    assert_eq!(
+        seen.lock().unwrap().requests.len() as u64,
+        requests,
+        "the summary counts every request sent"
+    );
+    assert_eq!(json["spans"]["sent"].as_u64(), Some(requests), "{json}");
+    assert_eq!(json["spans"]["lost"].as_u64(), Some(0), "{json}");
+    assert_eq!(agent.spans().len() as u64, requests);
+}
