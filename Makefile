@@ -5,7 +5,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: run local release install bin-dir venv-note test lint test-rust conformance test-python test-compose mariadb chromium venv bench bench-database bench-loadgen bench-tracing bench-instructions bench-dd-settings bench-build bench-seed bench-memory bench-export bench-tools bench-valgrind test-parity bench-gate bench-budget-update
+.PHONY: run local screenshots release install bin-dir venv-note test lint test-rust conformance test-python test-compose mariadb chromium venv bench bench-database bench-loadgen bench-tracing bench-instructions bench-dd-settings bench-build bench-seed bench-memory bench-export bench-tools bench-valgrind test-parity bench-gate bench-budget-update
 
 # The release binaries are built one way for every command that runs them (release, run, local,
 # install, bin-dir; the test and bench targets through `release`): one cargo invocation, so that
@@ -21,9 +21,18 @@ run: release
 
 ## local: the demo with no Docker and no Datadog account (DURATION=30s, RATE=50, PORT=5050, KEEP=1
 ## leaves the test agent up; FAULT=<flag> turns a fault flag on a third of the way in (docs/faults.md);
-## the logs and traces stay in local/last-run/)
+## EXPORTER=datadog-opentelemetry sends the spans with Datadog's own Rust tracer instead of
+## opentelemetry-datadog; the logs, the traces and the run's service page stay in local/last-run/)
 local: venv-note venv mariadb release
 	BIN_DIR="$(BIN_DIR)" local/run.sh
+
+## screenshots: the docs' pictures (docs/*.png), photographed in headless Chromium from the pages of
+## a `make local` run and a FAULT=routeLatencyTailMs run (local/screenshots.py)
+SCREENSHOTS_RUNS := target/screenshots
+screenshots: venv mariadb chromium release
+	OUT=$(SCREENSHOTS_RUNS)/run $(MAKE) --no-print-directory local
+	OUT=$(SCREENSHOTS_RUNS)/fault FAULT=routeLatencyTailMs $(MAKE) --no-print-directory local
+	$(PYTHON) local/screenshots.py --run $(SCREENSHOTS_RUNS)/run --fault-run $(SCREENSHOTS_RUNS)/fault --out docs
 
 release:
 	$(BUILD_RELEASE)
@@ -134,12 +143,16 @@ mutants: venv mariadb
 mutants-ci:
 	$(MAKE) mutants MUTANTS_SCOPE='--file src/telemetry/propagation.rs --file src/telemetry/export_queue.rs'
 
-## chromium: Debian's Chromium, installed if missing (the browser test opens the service's pages)
-chromium:
+## chromium: Debian's Chromium, installed if missing, and Playwright for Python in .venv, which drives
+## that Chromium (never a browser of its own) for the browser tests and `make screenshots`
+chromium: $(VENV)/.browser-installed
 	@if ! command -v chromium >/dev/null; then \
 		echo "installing chromium"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	fi
+$(VENV)/.browser-installed: tests/browser/requirements.txt $(VENV)/.installed
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/browser/requirements.txt
+	touch $@
 
 ## mariadb: Debian's MariaDB server, installed if missing (the tests start a private instance of it)
 mariadb:

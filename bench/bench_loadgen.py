@@ -1,9 +1,13 @@
-"""bench-loadgen: loadgen's maximum rate against wrk's and oha's, side by side in one run.
+"""bench-loadgen: loadgen's maximum rate against wrk's and oha's, side by side in one run, and what
+loadgen's own tracing (`--trace-agent`) costs.
 
 The same minimal server (loadgen's `hello_server` example) on CPU 0, each tool in turn on CPU 1 with
 the same connections and duration, rounds alternating between the tools; medians and ratios printed.
-Then loadgen's CPU seconds per 100k requests, and loadgen's and oha's p50/p99 at a fixed rate well
-below saturation (both time from the send, as neither is behind).
+"loadgen traced" is loadgen reporting a client span per request, the same server standing in for the
+trace agent (it reads every payload and answers 200). Then loadgen's CPU seconds per 100k requests,
+untraced and traced, its instructions per request (callgrind, the loadgen process, all its threads:
+6000 requests minus 2000, so start-up cancels out), and loadgen's and oha's p50/p99 at a fixed rate
+well below saturation (both time from the send, as neither is behind).
 
 Run by `make bench-loadgen`, which builds the binaries and installs wrk and oha when missing.
 """
@@ -16,6 +20,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 from common import binary
@@ -37,15 +42,37 @@ def cpu_seconds_of(argv):
     return out, usage.ru_utime + usage.ru_stime
 
 
-def loadgen(url, connections, duration, rate=None):
+def loadgen(url, connections, duration, rate=None, extra=()):
     argv = [binary("loadgen"), url, "-c", str(connections), "-d", f"{duration}s",
-            "--mix", "/", "--json"]
+            "--mix", "/", "--json", *extra]
     if rate:
         argv += ["--rate", str(rate)]
     out, cpu = cpu_seconds_of(pinned(1, argv))
     summary = json.loads(out)
+    spans = summary.get("spans") or {}
     return {"rps": summary["achieved_rate"], "requests": summary["requests"], "cpu": cpu,
-            "p50": summary["latency_ms"]["p50"], "p99": summary["latency_ms"]["p99"]}
+            "p50": summary["latency_ms"]["p50"], "p99": summary["latency_ms"]["p99"],
+            "spans_lost": spans.get("lost", 0)}
+
+
+def loadgen_traced(url, connections, duration):
+    """loadgen reporting its spans, the server under test standing in for the trace agent."""
+    return loadgen(url, connections, duration, extra=("--trace-agent", url))
+
+
+def instructions_per_request(url, extra):
+    """loadgen's instructions per request (callgrind, all threads), start-up cancelled out."""
+    def run(requests):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "callgrind.out")
+            argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary("loadgen"),
+                    url, "-c", "4", "--mix", "/", "-n", str(requests), *extra]
+            done = subprocess.run(argv, capture_output=True, text=True)
+            found = re.search(r"Collected : (\d+)", done.stderr)
+            if done.returncode != 0 or not found:
+                raise RuntimeError(f"callgrind: {done.stderr[-2000:]}")
+            return int(found.group(1))
+    return (run(6000) - run(2000)) / 4000
 
 
 def wrk(url, connections, duration):
@@ -79,7 +106,7 @@ def main():
                               stdout=subprocess.PIPE, text=True)
     try:
         url = "http://" + server.stdout.readline().strip() + "/"
-        tools = {"loadgen": loadgen, "wrk": wrk}
+        tools = {"loadgen": loadgen, "loadgen traced": loadgen_traced, "wrk": wrk}
         if os.path.exists(oha_binary()):
             tools["oha"] = oha
         print(f"server {url} on CPU 0; each tool on CPU 1; -c {args.connections}, {args.duration}s runs, "
@@ -89,15 +116,36 @@ def main():
             for name, tool in tools.items():
                 result = tool(url, args.connections, args.duration)
                 results[name].append(result)
-                print(f"  round {round_number + 1} {name:8} {result['rps']:>10.0f} req/s", flush=True)
+                lost = f"  ({result['spans_lost']} spans lost)" if result.get("spans_lost") else ""
+                print(f"  round {round_number + 1} {name:14} {result['rps']:>10.0f} req/s{lost}", flush=True)
 
         median = {name: statistics.median(r["rps"] for r in runs) for name, runs in results.items()}
         print("\nclosed loop, maximum rate (median)")
         for name, rps in median.items():
-            ratio = "" if name == "loadgen" else f"   loadgen/{name} = {median['loadgen'] / rps:.2f}"
-            print(f"  {name:8} {rps:>10.0f} req/s{ratio}")
-        cpu = statistics.median(r["cpu"] / r["requests"] * 100_000 for r in results["loadgen"])
-        print(f"loadgen CPU seconds per 100k requests: {cpu:.3f}")
+            if name == "loadgen":
+                ratio = ""
+            elif name == "loadgen traced":
+                ratio = f"   traced/untraced = {rps / median['loadgen']:.2f}"
+            else:
+                ratio = f"   loadgen/{name} = {median['loadgen'] / rps:.2f}"
+            print(f"  {name:14} {rps:>10.0f} req/s{ratio}")
+        cpu = {name: statistics.median(r["cpu"] / r["requests"] * 100_000 for r in results[name])
+               for name in ("loadgen", "loadgen traced")}
+        print(f"loadgen CPU seconds per 100k requests: {cpu['loadgen']:.3f} untraced, "
+              f"{cpu['loadgen traced']:.3f} traced ({cpu['loadgen traced'] / cpu['loadgen']:.2f}x)")
+        lost = sum(r["spans_lost"] for r in results["loadgen traced"])
+        print(f"spans lost in the traced rounds: {lost}")
+
+        if shutil.which("valgrind"):
+            print("\ninstructions per request (callgrind, loadgen's process, 6000 minus 2000 requests, -c 4)")
+            untraced = instructions_per_request(url, ())
+            for name, extra in [("untraced", ()), ("trace headers only", ("--trace-headers", "datadog")),
+                                ("traced", ("--trace-agent", url))]:
+                count = untraced if name == "untraced" else instructions_per_request(url, extra)
+                more = "" if name == "untraced" else f"   +{count - untraced:,.0f}"
+                print(f"  {name:20} {count:>9,.0f}{more}", flush=True)
+        else:
+            print("\nvalgrind is not installed: no instruction counts")
 
         if "oha" in tools:
             print(f"\nfixed rate {args.rate}/s, latency (median of {args.rounds})")

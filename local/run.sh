@@ -14,6 +14,9 @@
 # local/flags/flags.json (all off; edit it while a run goes to switch one). FAULT=<flag> (a key of that
 # file) switches that flag on a third of the way into the load, in a copy of the file, and the summary
 # compares before and during the fault, with the monitors that would have fired (docs/faults.md).
+# EXPORTER (TRACE_EXPORTER of the service: opentelemetry-datadog, its default, or datadog-opentelemetry)
+# chooses the crate that sends the service's spans. Next to traces.html goes service.html, the run's
+# service page: graphs per resource, the service map, the slowest and failed traces (docs/local.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +26,7 @@ PORT=${PORT:-5050}
 OUT=${OUT:-local/last-run}
 KEEP=${KEEP:-}
 FAULT=${FAULT:-}
+EXPORTER=${EXPORTER:-opentelemetry-datadog}
 FLAGS=local/flags/flags.json
 BIN_DIR=${BIN_DIR:-$(local/bin-dir.sh)}
 SERVICE=apm-demo
@@ -77,7 +81,7 @@ done
 command -v mariadbd >/dev/null || [[ -x /usr/sbin/mariadbd ]] || fail "mariadbd is missing: \`make mariadb\` installs it"
 PATH=$PATH:/usr/sbin
 mkdir -p "$OUT"
-rm -f "$OUT"/{mariadb.log,test-agent.log,app.log,loadgen.json,traces.json,traces.html,summary.json,dbm-statements.txt}
+rm -f "$OUT"/{mariadb.log,test-agent.log,app.log,loadgen.json,traces.json,traces.html,service.html,summary.json,dbm-statements.txt}
 
 # MariaDB and the test agent start side by side. MariaDB comes from the project's one launcher
 # (local/mariadb_server.py), set up as the compose MySQL is at its first start: the server options of
@@ -119,14 +123,14 @@ print(report["port"], report["passwords"]["MYSQL_APP_PASSWORD"], report["passwor
     "$MYSQL_DATADOG_PASSWORD" "$mysql_port" >"$work/datadog.cnf")
 echo "listening on 127.0.0.1:$mysql_port: the Agent's user \`datadog\` (with DBM's schema and procedures), the service's database and user \`apm_demo\`"
 
-step "the service ($BIN_DIR/apm-demo), traces to the test agent, its database on MariaDB (DBM comments: full)"
+step "the service ($BIN_DIR/apm-demo), traces to the test agent through $EXPORTER, its database on MariaDB (DBM comments: full)"
 flags_file=$PWD/$FLAGS
 if [[ -n $FAULT ]]; then
     flags_file=$work/flags.json
     cp "$FLAGS" "$flags_file"
 fi
 echo "fault flags: $flags_file (all off$([[ -n $FAULT ]] && echo "; FAULT=$FAULT switches $FAULT on during the load"))"
-FLAGD_OFFLINE_FLAG_SOURCE_PATH=$flags_file FLAGD_OFFLINE_POLL_MS=100 HOST=127.0.0.1 PORT=$PORT DD_SERVICE=$SERVICE DD_ENV=local DD_TRACE_AGENT_URL="http://127.0.0.1:$agent_port" \
+TRACE_EXPORTER=$EXPORTER FLAGD_OFFLINE_FLAG_SOURCE_PATH=$flags_file FLAGD_OFFLINE_POLL_MS=100 HOST=127.0.0.1 PORT=$PORT DD_SERVICE=$SERVICE DD_ENV=local DD_TRACE_AGENT_URL="http://127.0.0.1:$agent_port" \
     MYSQL_HOST=127.0.0.1 MYSQL_PORT=$mysql_port MYSQL_PASSWORD=$MYSQL_APP_PASSWORD DD_DBM_PROPAGATION_MODE=full \
     LOG_FORMAT=json "$BIN_DIR/apm-demo" >"$OUT/app.log" 2>&1 &
 app=$!
@@ -135,10 +139,10 @@ wait_for 20 "the service (HOST=127.0.0.1 PORT=$PORT)" "$app" "$OUT/app.log" grep
 address=$(python3 -c 'import json, sys; print(next(json.loads(l)["address"] for l in open(sys.argv[1]) if "\"address\"" in l))' "$OUT/app.log")
 echo "serving on http://$address (open it in a browser while the load runs)"
 
-step "load: $RATE requests/s for $DURATION, each starting a Datadog trace"
+step "load: $RATE requests/s for $DURATION, each a trace that loadgen starts with its own client span"
 echo "(latency here is client-side: loadgen's time from sending a request to reading its answer)"
 "$BIN_DIR/loadgen" "http://$address" --rate "$RATE" --duration "$DURATION" --connections 8 \
-    --trace-headers datadog --json >"$OUT/loadgen.json" &
+    --trace-headers datadog --trace-agent "http://127.0.0.1:$agent_port" --json >"$OUT/loadgen.json" &
 loadgen=$!
 pids+=("$loadgen")
 fault_args=()
@@ -158,7 +162,7 @@ flags["flags"][flag]["state"] = "ENABLED"
 with open(path + ".new", "w") as f:
     json.dump(flags, f, indent=2)
 os.replace(path + ".new", path)' "$flags_file" "$FAULT"
-    echo "FAULT=$FAULT: switched on at $(date -u +%H:%M:%S) UTC, $(printf %.1f "$(python3 -c 'import sys; print(float(sys.argv[1]) / 3)' "$seconds")") s into the load: $(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["flags"][sys.argv[2]].get("metadata", {}).get("description", ""))' "$flags_file" "$FAULT")"
+    echo "FAULT=$FAULT: switched on at $(date -u -d "@$((fault_start / 1000000000))" +%H:%M:%S) UTC, $(printf %.1f "$(python3 -c 'import sys; print(float(sys.argv[1]) / 3)' "$seconds")") s into the load: $(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["flags"][sys.argv[2]].get("metadata", {}).get("description", ""))' "$flags_file" "$FAULT")"
     fault_args=(--fault "$FAULT" --fault-start "$fault_start")
 fi
 wait "$loadgen" || fail "loadgen failed (status $?): its message is above"
@@ -185,11 +189,10 @@ wait "$app" || true
 grep '"stopped"' "$OUT/app.log" || true
 
 step "what Datadog's APM service page would show for $SERVICE"
-python3 local/summary.py --agent "http://127.0.0.1:$agent_port" --service "$SERVICE" \
+python3 local/summary.py --agent "http://127.0.0.1:$agent_port" --service "$SERVICE" --exporter "$EXPORTER" \
     --loadgen "$OUT/loadgen.json" --out-dir "$OUT" --json-out "${SUMMARY_JSON:-$OUT/summary.json}" \
     --dbm-statements "$OUT/dbm-statements.txt" \
     ${fault_args[@]+"${fault_args[@]}"}
-echo "logs, loadgen's summary and the traces are kept in $OUT/"
 
 if [[ -n $KEEP ]]; then
     step "KEEP=$KEEP: the test agent stays up until Ctrl-C"

@@ -12,7 +12,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "local"))
 
-import summary  # noqa: E402
+import monitors as M  # noqa: E402
+import traces as T  # noqa: E402
 
 START = 1_800_000_000_000_000_000  # ns
 FAULT_AT = START + 10_000_000_000  # 10 s later
@@ -24,14 +25,14 @@ BIN_DIR = subprocess.run([str(ROOT / "local" / "bin-dir.sh")], capture_output=Tr
 
 
 def span(resource, at_s, duration_ms, error=0, service="apm-demo", env=ENV):
-    return {"service": service, "name": summary.SERVER_SPAN, "resource": resource,
+    return {"service": service, "name": T.SERVER_SPAN, "resource": resource,
             "start": START + int(at_s * 1e9), "duration": int(duration_ms * 1e6), "error": error,
             "meta": {"env": env}}
 
 
 def monitors():
     """The service's monitors of env ENV, from the release provision (what `make local` runs)."""
-    return summary.provision_monitors(ENV, os.path.join(BIN_DIR, "provision"))
+    return M.provision_monitors(ENV, os.path.join(BIN_DIR, "provision"))
 
 
 def spans():
@@ -51,8 +52,8 @@ def spans():
 
 
 def test_windows_split_at_the_fault_with_hand_computed_figures():
-    before = summary.window_figures(spans(), "apm-demo", end=FAULT_AT)
-    during = summary.window_figures(spans(), "apm-demo", start=FAULT_AT)
+    before = M.window_figures(spans(), "apm-demo", end=FAULT_AT)
+    during = M.window_figures(spans(), "apm-demo", start=FAULT_AT)
     assert before["GET /api/trace"]["hits"] == 100
     assert before["GET /api/trace"]["errors"] == 1
     assert before["GET /api/trace"]["error_rate"] == 0.01
@@ -78,35 +79,35 @@ def test_the_monitors_are_provisions_service_monitors():
 
 def test_each_query_evaluates_to_the_hand_computed_figures():
     error_rate, latency = monitors()
-    assert summary.monitor_values(error_rate, spans(), end=FAULT_AT) == {"GET /": 0.0, "GET /api/trace": 0.01}
-    assert summary.monitor_values(error_rate, spans(), start=FAULT_AT) == {"GET /": 0.0, "GET /api/trace": 0.08}
-    assert summary.monitor_values(latency, spans(), end=FAULT_AT) == {"GET /": 0.001, "GET /api/trace": 0.3}
-    assert summary.monitor_values(latency, spans(), start=FAULT_AT) == {"GET /": 0.001, "GET /api/trace": 0.6}
+    assert M.monitor_values(error_rate, spans(), end=FAULT_AT) == {"GET /": 0.0, "GET /api/trace": 0.01}
+    assert M.monitor_values(error_rate, spans(), start=FAULT_AT) == {"GET /": 0.0, "GET /api/trace": 0.08}
+    assert M.monitor_values(latency, spans(), end=FAULT_AT) == {"GET /": 0.001, "GET /api/trace": 0.3}
+    assert M.monitor_values(latency, spans(), start=FAULT_AT) == {"GET /": 0.001, "GET /api/trace": 0.6}
     # The other service's 5 s error span and the client span are outside the query's scope, and so is
     # the service's own in another env.
     other_env = spans() + [span("GET /api/trace", 15, 5000, error=1, env="prod")]
-    assert summary.monitor_values(error_rate, other_env, start=FAULT_AT)["GET /api/trace"] == 0.08
-    assert summary.monitor_values(latency, other_env, start=FAULT_AT)["GET /api/trace"] == 0.6
-    assert summary.monitor_unit(latency) == "s" and summary.monitor_unit(error_rate) == ""
+    assert M.monitor_values(error_rate, other_env, start=FAULT_AT)["GET /api/trace"] == 0.08
+    assert M.monitor_values(latency, other_env, start=FAULT_AT)["GET /api/trace"] == 0.6
+    assert M.monitor_unit(latency) == "s" and M.monitor_unit(error_rate) == ""
 
 
 def test_the_evaluation_follows_the_query_not_a_fixed_metric():
     error_rate, latency = monitors()
     # Overall rather than by resource: the 8 errors over 150 spans.
     overall = dict(error_rate, query=error_rate["query"].replace(" by {resource_name}", ""))
-    assert summary.monitor_values(overall, spans(), start=FAULT_AT) == {"*": 8 / 150}
+    assert M.monitor_values(overall, spans(), start=FAULT_AT) == {"*": 8 / 150}
     # p50 rather than p99; another env.
     p50 = dict(latency, query=latency["query"].replace("p99:", "p50:"))
-    assert summary.monitor_values(p50, spans(), start=FAULT_AT)["GET /api/trace"] == 0.002
+    assert M.monitor_values(p50, spans(), start=FAULT_AT)["GET /api/trace"] == 0.002
     prod = dict(latency, query=latency["query"].replace("env:demo", "env:prod"))
     other_env = spans() + [span("GET /api/trace", 15, 5000, error=1, env="prod")]
-    assert summary.monitor_values(prod, other_env, start=FAULT_AT) == {"GET /api/trace": 5.0}
+    assert M.monitor_values(prod, other_env, start=FAULT_AT) == {"GET /api/trace": 5.0}
 
 
 def test_the_monitors_would_warn_and_alert_as_their_thresholds_say():
     found = monitors()
-    before = summary.monitor_states(found, spans(), end=FAULT_AT)
-    during = summary.monitor_states(found, spans(), start=FAULT_AT)
+    before = M.monitor_states(found, spans(), end=FAULT_AT)
+    during = M.monitor_states(found, spans(), start=FAULT_AT)
     error_rate, latency = (m["name"] for m in found)
 
     def state(states, monitor, resource):
@@ -123,7 +124,7 @@ def test_the_monitors_would_warn_and_alert_as_their_thresholds_say():
 
 
 def test_the_printed_report_names_what_fired_and_when():
-    lines, data = summary.fault_report(spans(), "apm-demo", "routeFailure", FAULT_AT, monitors())
+    lines, data = M.fault_report(spans(), "apm-demo", "routeFailure", FAULT_AT, monitors())
     text = "\n".join(lines)
     assert text.startswith("FAULT=routeFailure: before")
     assert "apm-demo: error rate by resource (env:demo): warning > 0.02, alert > 0.05" in text
@@ -167,10 +168,10 @@ def test_a_fault_run_of_make_local_reports_what_its_spans_say(tmp_path):
     assert "s into the load: An error rate: 10% of GET /api/trace answer 500\n" in result.stdout
     fault = json.loads((tmp_path / "summary.json").read_text())["fault"]
     # The run's spans are DD_ENV=local's (local/run.sh): the monitors of that env.
-    (error_rate, _) = summary.provision_monitors("local", os.path.join(bin_dir, "provision"))
+    (error_rate, _) = M.provision_monitors("local", os.path.join(bin_dir, "provision"))
     thresholds = error_rate["options"]["thresholds"]
     spans = [s for trace in json.loads((tmp_path / "traces.json").read_text()) for s in trace
-             if s["name"] == summary.SERVER_SPAN]
+             if s["name"] == T.SERVER_SPAN]
     for window, in_window in (("before", lambda s: s["start"] < fault["fault_start"]),
                               ("during", lambda s: s["start"] >= fault["fault_start"])):
         for resource, row in fault[window].items():

@@ -1,20 +1,19 @@
 """`make local` and the commands around it, run for real.
 
 Run by `make test` after the release binaries are built (`make test-python` depends on `release`):
-local/run.sh for 5 s, its summary against real spans and against docs/local.md's example, the trace
-page in headless Chromium, its failures, Ctrl-C; `make run`, `make install`, the "by hand" block of
-docs/local.md.
+local/run.sh for 5 s, its summary against real spans and against docs/local.md's example, the
+pages it writes (test_pages.py looks at them in Chromium), its failures, Ctrl-C, another exporter;
+`make run`, `make install`, the "by hand" block of docs/local.md. The runs they share are made once
+(local/runs.py).
 """
 
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -27,36 +26,17 @@ sys.path.insert(0, str(ROOT / "local"))
 import docs_example  # noqa: E402
 from ports import free_port  # noqa: E402
 import summary  # noqa: E402
+import traces as T  # noqa: E402
 
-BIN_DIR = Path(subprocess.run([str(ROOT / "local" / "bin-dir.sh")], capture_output=True, text=True,
-                              check=True).stdout.strip())
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+pytest.register_assert_rewrite("runs")  # a plugin too (below): its asserts say what failed
+from runs import BIN_DIR, run_local  # noqa: E402
+
+pytest_plugins = ["runs"]  # the runs and the browser the tests share (local/runs.py)
 
 
 def closed(port):
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
-
-
-def run_local(tmp, **env):
-    return subprocess.run([str(ROOT / "local" / "run.sh")], cwd=ROOT, env=dict(os.environ, OUT=str(tmp), **env),
-                          capture_output=True, text=True, timeout=300)
-
-
-@pytest.fixture(scope="module")
-def local_run(tmp_path_factory):
-    """One 5 s run as docs/local.md's example, with the binaries found through CARGO_TARGET_DIR: a
-    target directory elsewhere whose release/ is the build's."""
-    tmp = tmp_path_factory.mktemp("local")
-    (tmp / "target").mkdir()
-    (tmp / "target" / "release").symlink_to(BIN_DIR)
-    started = time.monotonic()
-    result = run_local(tmp / "out", DURATION=docs_example.DURATION, RATE="50", PORT="0",
-                       CARGO_TARGET_DIR=str(tmp / "target"))
-    seconds = time.monotonic() - started
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout, seconds, tmp / "out"
 
 
 def test_make_local_prints_a_summary_of_real_spans(local_run):
@@ -132,57 +112,86 @@ def test_the_docs_example_is_what_a_run_prints(local_run):
     assert doc_section.splitlines()[0] == docs_example.SUMMARY_HEADING + " for apm-demo"
 
 
+def test_the_seeds_creative_answer_quotes_the_docs_example():
+    """docs/seed.md's figures for the traced client are those of docs/local.md's example run: written
+    again, the example changes them, and this says where."""
+    _, section = docs_example.documented()
+    row = docs_example.table(section)["GET /api/apm"]
+    seed = " ".join((ROOT / "docs" / "seed.md").read_text().split())
+    assert f"`GET /api/apm` took {row[3]:.3f} ms (p50) inside the service and {row[5]:.3f} ms as loadgen saw it" in seed, \
+        f"docs/seed.md: quote span p50 {row[3]} and client p50 {row[5]} of docs/local.md's example"
+
+
 def test_the_run_keeps_its_traces_and_logs(local_run):
     out, _, out_dir = local_run
     traces = json.loads((out_dir / "traces.json").read_text())
     request_spans = sum(1 for t in traces for s in t if s["name"] == summary.SERVER_SPAN)
     assert request_spans == json.loads((out_dir / "summary.json").read_text())["loadgen"]["requests"]
-    for name in ("traces.html", "app.log", "test-agent.log", "mariadb.log", "loadgen.json"):
+    for name in ("traces.html", "service.html", "app.log", "test-agent.log", "mariadb.log", "loadgen.json"):
         assert (out_dir / name).stat().st_size > 0, name
     assert f"file://{out_dir / 'traces.html'}" in out, "the summary links the trace page"
+    assert out.rstrip("\n").splitlines()[-1].endswith(f"file://{out_dir / 'service.html'}"), \
+        "the summary's last line is the service page's address"
 
 
-def chromium_dom(url):
-    chromium = shutil.which("chromium")
-    assert chromium, "Chromium is missing: `make chromium` installs it"
-    with tempfile.TemporaryDirectory() as profile:
-        result = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", url],
-                                capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
-
-
-def test_the_trace_page_of_a_run_opens_in_chromium_at_the_linked_trace(local_run):
+def test_every_trace_is_whole_loadgen_then_the_service_then_its_queries(local_run):
+    """Issue 24's completeness, on the traces the test agent received: each request's trace has one
+    root, loadgen's client span, whose one child is the service's server span, whose children are its
+    mysql.query spans; no span names a parent the trace does not carry. The schema's CREATE TABLE
+    at start is a trace of its own, whole too, and set apart."""
     out, _, out_dir = local_run
-    link = re.search(r"the slowest .*: (file://\S+#t-(\d+))", out)
-    assert link, out
-    dom = chromium_dom(link.group(1))
-    opened = re.search(r'<details class="trace[^"]*" id="t-(\d+)"[^>]*open', dom)
-    assert opened and opened.group(1) == link.group(2), "the linked trace is open"
-    for resource in ("GET /api/apm", "GET /api/trace", "GET 404"):
-        assert f"<b>{resource}</b>" in dom
-    assert "http.status_code" in dom, "span tags are on the page"
+    traces = json.loads((out_dir / "traces.json").read_text())
+    requests = [t for t in traces if T.is_request(t, "apm-demo")]
+    assert len(requests) == json.loads((out_dir / "summary.json").read_text())["loadgen"]["requests"]
+    for trace in traces:
+        assert T.problems(trace, "apm-demo") == [], (T.trace_id(trace), trace)
+    database = [t for t in requests if T.touches_database(t)]
+    assert database and all(T.services(t) == ["loadgen", "apm-demo"] for t in requests)
+    assert all([s["name"] for _, s in T.in_tree_order(t)][:2] == [T.CLIENT_SPAN, T.SERVER_SPAN] for t in requests)
+    # The default exporter's spans, unlike datadog-opentelemetry's (the test below).
+    assert not any("_top_level" in T.server_span(t, "apm-demo")["metrics"] for t in requests)
+    startup = [t for t in traces if not T.is_request(t, "apm-demo")]
+    assert [[s["name"] for s in t] for t in startup] == [[T.QUERY_SPAN]]
+    assert startup[0][0]["resource"].startswith("CREATE TABLE IF NOT EXISTS visits")
+    services = json.loads((out_dir / "summary.json").read_text())["services"]
+    assert services["broken_traces"] == [] and services["request_traces"] == len(requests)
+    assert f"whole traces (one root, loadgen's span, then apm-demo's, then its mysql.query spans): " \
+           f"{len(requests)} of {len(requests)}" in out
 
 
-def test_the_trace_page_draws_child_spans_under_their_parent_in_the_trace_time(tmp_path):
-    """Requests have one span today; a child span (a database query, later) is drawn under its parent,
-    indented, its bar placed in the parent's time."""
-    ms = 1_000_000
-    parent = {"trace_id": 7, "span_id": 1, "parent_id": 0, "service": "apm-demo", "name": "http.server.request",
-              "resource": "GET /orders", "start": 1_000 * ms, "duration": 10 * ms, "error": 0,
-              "meta": {"http.status_code": "200"}, "metrics": {}}
-    child = {"trace_id": 7, "span_id": 2, "parent_id": 1, "service": "apm-demo-mysql", "name": "mysql.query",
-             "resource": "SELECT * FROM orders WHERE id = ?", "start": 1_002 * ms, "duration": 3 * ms, "error": 1,
-             "meta": {"db.system": "mysql"}, "metrics": {}}
-    page = tmp_path / "traces.html"
-    page.write_text(summary.page_html([[child, parent]], "apm-demo"))
-    dom = chromium_dom(f"file://{page}#t-7")
-    assert re.search(r'id="t-7"[^>]*open', dom), "the trace the address names is open"
-    rows = re.findall(r'<details class="(span[^"]*)" data-depth="(\d)".*?<b>([^<]*)</b>.*?'
-                      r'style="left:([\d.]+)%;width:([\d.]+)%"', dom)
-    assert rows == [("span", "0", "GET /orders", "0.00", "100.00"),
-                    ("span error", "1", "SELECT * FROM orders WHERE id = ?", "20.00", "30.00")], rows
-    assert "db.system" in dom and "3.000 ms" in dom
+def test_the_summary_shows_the_three_services(local_run):
+    """The map in words: loadgen -> apm-demo measured by loadgen's spans, apm-demo -> its database
+    by the query spans, each with the spans' own count."""
+    out, _, out_dir = local_run
+    traces = json.loads((out_dir / "traces.json").read_text())
+    spans = [s for t in traces for s in t]
+    client = sum(1 for s in spans if s["service"] == "loadgen" and s["name"] == T.CLIENT_SPAN)
+    queries = sum(1 for t in traces if T.is_request(t, "apm-demo") for s in t if s["name"] == T.QUERY_SPAN)
+    assert client == json.loads((out_dir / "summary.json").read_text())["loadgen"]["requests"]
+    assert re.search(rf"^  loadgen -> apm-demo +{client} spans .*\(loadgen's client spans\)$", out, re.M), out
+    assert re.search(rf"^  apm-demo -> mysql apm_demo +{queries} spans .*\(apm-demo's mysql.query spans\)$", out, re.M)
+    assert "the service's startup work, apart: 1 trace (CREATE TABLE IF NOT EXISTS visits" in out
+
+
+def test_make_local_with_datadog_opentelemetry_names_it_and_its_traces_are_whole(tmp_path):
+    """EXPORTER=datadog-opentelemetry: the service sends through Datadog's own tracer (its spans say
+    so: `telemetry.sdk.name` datadog and the `_top_level` it computes, which opentelemetry-datadog's
+    spans never carry), the summary and the page name it, every request has its span, whole."""
+    result = run_local(tmp_path, EXPORTER="datadog-opentelemetry", DURATION="2s", RATE="50", PORT="0",
+                       BIN_DIR=str(BIN_DIR))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "traces to the test agent through datadog-opentelemetry" in result.stdout
+    assert "service apm-demo (exporter: datadog-opentelemetry): " in result.stdout
+    summary_json = json.loads((tmp_path / "summary.json").read_text())
+    assert summary_json["exporter"] == "datadog-opentelemetry"
+    assert summary_json["trace_checks"] == "200: OK"
+    traces = json.loads((tmp_path / "traces.json").read_text())
+    requests = [t for t in traces if T.is_request(t, "apm-demo")]
+    assert len(requests) == summary_json["loadgen"]["requests"] == 100
+    assert all(T.problems(t, "apm-demo") == [] for t in traces)
+    server = [T.server_span(t, "apm-demo") for t in requests]
+    assert {(s["meta"].get("telemetry.sdk.name"), s["metrics"].get("_top_level")) for s in server} == {("datadog", 1)}
+    assert "exporter datadog-opentelemetry" in (tmp_path / "service.html").read_text()
 
 
 def test_a_missing_binary_is_named(tmp_path):

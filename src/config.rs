@@ -12,8 +12,6 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use url::Url;
 
-pub use crate::db::comment::PropagationMode;
-
 /// The service's settings. Field docs are the `--help` text.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -23,6 +21,29 @@ pub use crate::db::comment::PropagationMode;
     args_override_self = true
 )]
 pub struct Config {
+    #[command(flatten, next_help_heading = "Server")]
+    pub server: ServerConfig,
+
+    #[command(flatten, next_help_heading = "Datadog")]
+    pub datadog: DatadogConfig,
+
+    #[command(flatten, next_help_heading = "Logs")]
+    pub logs: LogConfig,
+
+    #[command(flatten, next_help_heading = "MySQL")]
+    pub mysql: MysqlConfig,
+
+    #[command(flatten, next_help_heading = "Faults")]
+    pub faults: FaultConfig,
+
+    /// What to run: the service (no subcommand) or its own health check.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The listener and the request limits.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerConfig {
     /// IP address to listen on (0.0.0.0: every IPv4 interface; 127.0.0.1: this machine only).
     #[arg(long, env = "HOST", value_name = "HOST", default_value = "0.0.0.0", value_parser = listen_address)]
     pub host: IpAddr,
@@ -31,6 +52,28 @@ pub struct Config {
     #[arg(long, env = "PORT", value_name = "PORT", default_value_t = 5050)]
     pub port: u16,
 
+    /// Close a connection whose request head has not fully arrived this long after the server began
+    /// waiting for it: a slow or silent client (slowloris), and an idle keep-alive connection.
+    #[arg(long, env = "HEADER_READ_TIMEOUT", value_name = "HEADER_READ_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Open connections at most; further ones wait in the listen backlog until one closes.
+    #[arg(long, env = "MAX_CONNECTIONS", value_name = "MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Deadline of a request: past it the handler is cancelled and the client gets 504.
+    #[arg(long, env = "REQUEST_TIMEOUT", value_name = "REQUEST_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub request_timeout: Duration,
+
+    /// Requests handled at once at most; beyond it a request is refused at once with 503 and
+    /// Retry-After (load shedding) instead of waiting in a queue.
+    #[arg(long, env = "MAX_IN_FLIGHT", value_name = "MAX_IN_FLIGHT", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
+}
+
+/// What the spans say and where they go: the variables Datadog's tracers read, and the exporter.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatadogConfig {
     /// Datadog service name of every span and log line.
     #[arg(long, env = "DD_SERVICE", value_name = "DD_SERVICE", default_value = "apm-demo", value_parser = non_empty)]
     pub dd_service: String,
@@ -72,6 +115,7 @@ pub struct Config {
 
     /// Which exporter sends the spans to the agent: opentelemetry-datadog (the crate the project was
     /// specified with, deprecated upstream) or datadog-opentelemetry (Datadog's own Rust tracer,
+
     /// dd-trace-rs). docs/service.md#which-exporter compares them.
     #[arg(long, env = "TRACE_EXPORTER", value_name = "TRACE_EXPORTER", value_enum, default_value_t = TraceExporter::OpentelemetryDatadog)]
     pub trace_exporter: TraceExporter,
@@ -80,6 +124,15 @@ pub struct Config {
     #[arg(long, env = "DD_LOGS_INJECTION", value_name = "DD_LOGS_INJECTION", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub dd_logs_injection: bool,
 
+    /// Database Monitoring: comment each statement with the service (`service`) and also the query
+    /// span's trace context (`full`), as Datadog's tracers do.
+    #[arg(long, env = "DD_DBM_PROPAGATION_MODE", value_name = "DD_DBM_PROPAGATION_MODE", value_enum, default_value_t = PropagationMode::Disabled)]
+    pub dd_dbm_propagation_mode: PropagationMode,
+}
+
+/// Log lines.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogConfig {
     /// Log line format: `text` (the Flask app's) or `json` (for the Datadog Agent).
     #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -87,35 +140,11 @@ pub struct Config {
     /// Log filter, in tracing's EnvFilter syntax.
     #[arg(long, env = "RUST_LOG", value_name = "RUST_LOG", default_value = "info", value_parser = log_filter)]
     pub rust_log: String,
+}
 
-    /// Close a connection whose request head has not fully arrived this long after the server began
-    /// waiting for it: a slow or silent client (slowloris), and an idle keep-alive connection.
-    #[arg(long, env = "HEADER_READ_TIMEOUT", value_name = "HEADER_READ_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
-    pub header_read_timeout: Duration,
-
-    /// Open connections at most; further ones wait in the listen backlog until one closes.
-    #[arg(long, env = "MAX_CONNECTIONS", value_name = "MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_connections: u32,
-
-    /// Deadline of a request: past it the handler is cancelled and the client gets 504.
-    #[arg(long, env = "REQUEST_TIMEOUT", value_name = "REQUEST_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
-    pub request_timeout: Duration,
-
-    /// Requests handled at once at most; beyond it a request is refused at once with 503 and
-    /// Retry-After (load shedding) instead of waiting in a queue.
-    #[arg(long, env = "MAX_IN_FLIGHT", value_name = "MAX_IN_FLIGHT", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_in_flight: u32,
-
-    /// Fault flags (docs/faults.md): a flag-definition file in flagd's format, re-read when it
-    /// changes (the variable flagd's OpenFeature providers read for their file mode). Unset: no faults,
-    /// the file is never looked at; set and missing: every flag off until it appears.
-    #[arg(long, env = "FLAGD_OFFLINE_FLAG_SOURCE_PATH", value_name = "FLAGD_OFFLINE_FLAG_SOURCE_PATH", value_parser = flag_file)]
-    pub flagd_offline_flag_source_path: Option<std::path::PathBuf>,
-
-    /// How often the fault flag file is checked for a change, in milliseconds.
-    #[arg(long, env = "FLAGD_OFFLINE_POLL_MS", value_name = "FLAGD_OFFLINE_POLL_MS", default_value_t = 500, value_parser = clap::value_parser!(u32).range(10..=60_000))]
-    pub flagd_offline_poll_ms: u32,
-
+/// The database of the routes beyond the seed (`/api/visits`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct MysqlConfig {
     /// MySQL server of the database routes (`/api/visits`). Unset or empty: those routes answer 503
     /// and the seed's routes are unaffected.
     #[arg(long, env = "MYSQL_HOST", value_name = "MYSQL_HOST", value_parser = optional_host)]
@@ -174,15 +203,21 @@ pub struct Config {
     /// unauthenticated POST must not fill the database's disk).
     #[arg(long, env = "MYSQL_KEEP_VISITS", value_name = "MYSQL_KEEP_VISITS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub mysql_keep_visits: u64,
+}
 
-    /// Database Monitoring: comment each statement with the service (`service`) and also the query
-    /// span's trace context (`full`), as Datadog's tracers do.
-    #[arg(long, env = "DD_DBM_PROPAGATION_MODE", value_name = "DD_DBM_PROPAGATION_MODE", value_enum, default_value_t = PropagationMode::Disabled)]
-    pub dd_dbm_propagation_mode: PropagationMode,
+/// The fault flags (docs/faults.md).
+#[derive(Debug, Clone, clap::Args)]
+pub struct FaultConfig {
+    /// Fault flags (docs/faults.md): a flag-definition file in flagd's format, re-read when it
+    /// changes (the variable flagd's OpenFeature providers read for their file mode). Unset: no faults,
 
-    /// What to run: the service (no subcommand) or its own health check.
-    #[command(subcommand)]
-    pub command: Option<Command>,
+    /// the file is never looked at; set and missing: every flag off until it appears.
+    #[arg(long, env = "FLAGD_OFFLINE_FLAG_SOURCE_PATH", value_name = "FLAGD_OFFLINE_FLAG_SOURCE_PATH", value_parser = flag_file)]
+    pub flagd_offline_flag_source_path: Option<std::path::PathBuf>,
+
+    /// How often the fault flag file is checked for a change, in milliseconds.
+    #[arg(long, env = "FLAGD_OFFLINE_POLL_MS", value_name = "FLAGD_OFFLINE_POLL_MS", default_value_t = 500, value_parser = clap::value_parser!(u32).range(10..=60_000))]
+    pub flagd_offline_poll_ms: u32,
 }
 
 /// Subcommands of the binary.
@@ -200,7 +235,9 @@ pub enum TraceExporter {
     /// upstream), with the project's own sampler, propagation and bounded queue.
     #[value(name = "opentelemetry-datadog")]
     OpentelemetryDatadog,
+
     /// `datadog-opentelemetry` 0.5.4: Datadog's own Rust tracer (dd-trace-rs), with its sampler,
+
     /// propagator, span processor and client-side stats.
     #[value(name = "datadog-opentelemetry")]
     DatadogOpentelemetry,
@@ -242,11 +279,36 @@ fn secret(value: &str) -> Result<Secret, String> {
     Ok(Secret::new(value))
 }
 
+/// `DD_DBM_PROPAGATION_MODE`, as Datadog's tracers read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum PropagationMode {
+    /// No comment (Datadog's default).
+    #[default]
+    Disabled,
+    /// The service's identity: `dddb`, `dddbs`, `dde`, `ddh`, `ddps`, `ddpv`.
+    Service,
+    /// The service's identity and the query span's context (`traceparent`), which links each
+    /// statement sample in DBM to its trace.
+    Full,
+}
+
+impl PropagationMode {
+    /// The value as `DD_DBM_PROPAGATION_MODE` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disabled => "disabled",
+            Self::Service => "service",
+            Self::Full => "full",
+        }
+    }
+}
+
 /// How log lines are written to stdout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     /// `time - target - LEVEL - message`, as the Flask app's logging.Formatter.
     Text,
+
     /// One JSON object per line, with Datadog's correlation attributes.
     Json,
 }
@@ -281,9 +343,56 @@ impl Config {
                     .to_owned(),
             ));
         }
-        config.read_password_file()?;
+        config.mysql.read_password_file()?;
         config.check_combinations()?;
         Ok(config)
+    }
+
+    /// What no single value can say wrong: settings that need each other.
+    fn check_combinations(&self) -> Result<(), ConfigError> {
+        if self.datadog.trace_exporter == TraceExporter::DatadogOpentelemetry
+            && !cfg!(feature = "datadog-opentelemetry")
+        {
+            return Err(ConfigError::Invalid(
+                "invalid configuration: TRACE_EXPORTER: datadog-opentelemetry is not in this \
+                 build (built without the Cargo feature `datadog-opentelemetry`)"
+                    .to_owned(),
+            ));
+        }
+        if self.mysql.host().is_some() && self.mysql.mysql_password.is_none() {
+            return Err(ConfigError::Invalid(
+                "invalid configuration: MYSQL_PASSWORD: must be set when MYSQL_HOST is \
+                 (the service's database user's password, from the environment or \
+                 MYSQL_PASSWORD_FILE)"
+                    .to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ServerConfig {
+    /// The address to bind.
+    pub fn listen_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port)
+    }
+}
+
+impl DatadogConfig {
+    /// The trace agent's base URL: DD_TRACE_AGENT_URL, else http://DD_AGENT_HOST:DD_TRACE_AGENT_PORT.
+    pub fn agent_url(&self) -> Url {
+        match &self.dd_trace_agent_url {
+            Some(url) => url.clone(),
+            None => host_url(&self.dd_agent_host, self.dd_trace_agent_port)
+                .expect("DD_AGENT_HOST was validated at parse time"),
+        }
+    }
+}
+
+impl MysqlConfig {
+    /// The MySQL server's host, when the database routes are configured.
+    pub fn host(&self) -> Option<&str> {
+        self.mysql_host.as_ref().and_then(|host| host.0.as_deref())
     }
 
     /// MYSQL_PASSWORD_FILE's content as the password.
@@ -308,47 +417,6 @@ impl Config {
         self.mysql_password = Some(Secret::new(password));
         Ok(())
     }
-
-    /// What no single value can say wrong: settings that need each other.
-    fn check_combinations(&self) -> Result<(), ConfigError> {
-        if self.trace_exporter == TraceExporter::DatadogOpentelemetry
-            && !cfg!(feature = "datadog-opentelemetry")
-        {
-            return Err(ConfigError::Invalid(
-                "invalid configuration: TRACE_EXPORTER: datadog-opentelemetry is not in this \
-                 build (built without the Cargo feature `datadog-opentelemetry`)"
-                    .to_owned(),
-            ));
-        }
-        if self.mysql().is_some() && self.mysql_password.is_none() {
-            return Err(ConfigError::Invalid(
-                "invalid configuration: MYSQL_PASSWORD: must be set when MYSQL_HOST is \
-                 (the service's database user's password, from the environment or \
-                 MYSQL_PASSWORD_FILE)"
-                    .to_owned(),
-            ));
-        }
-        Ok(())
-    }
-
-    /// The MySQL server's host, when the database routes are configured.
-    pub fn mysql(&self) -> Option<&str> {
-        self.mysql_host.as_ref().and_then(|host| host.0.as_deref())
-    }
-
-    /// The address to bind.
-    pub fn listen_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.host, self.port)
-    }
-
-    /// The trace agent's base URL: DD_TRACE_AGENT_URL, else http://DD_AGENT_HOST:DD_TRACE_AGENT_PORT.
-    pub fn agent_url(&self) -> Url {
-        match &self.dd_trace_agent_url {
-            Some(url) => url.clone(),
-            None => host_url(&self.dd_agent_host, self.dd_trace_agent_port)
-                .expect("DD_AGENT_HOST was validated at parse time"),
-        }
-    }
 }
 
 /// Why the configuration was refused, or a request for help/version text (clap's own output).
@@ -356,6 +424,7 @@ impl Config {
 pub enum ConfigError {
     /// `--help` or `--version`: print and exit 0.
     Display(clap::Error),
+
     /// A bad value: the message names the environment variable.
     Invalid(String),
 }
@@ -533,18 +602,18 @@ mod tests {
     fn defaults_match_the_flask_app_and_datadog() {
         // The environment of `cargo test` may set RUST_LOG etc.; flags win over it, so pin them.
         let config = parse(&["--host", "0.0.0.0", "--port", "5050"]).unwrap();
-        assert_eq!(config.listen_addr().to_string(), "0.0.0.0:5050");
-        assert_eq!(config.dd_trace_agent_port, 8126);
+        assert_eq!(config.server.listen_addr().to_string(), "0.0.0.0:5050");
+        assert_eq!(config.datadog.dd_trace_agent_port, 8126);
     }
 
     #[test]
     fn agent_url_is_built_from_host_and_port() {
         let config = parse(&["--dd-agent-host", "agent", "--dd-trace-agent-port", "9126"]).unwrap();
-        if config.dd_trace_agent_url.is_none() {
-            assert_eq!(config.agent_url().as_str(), "http://agent:9126/");
+        if config.datadog.dd_trace_agent_url.is_none() {
+            assert_eq!(config.datadog.agent_url().as_str(), "http://agent:9126/");
         }
         let config = parse(&["--dd-trace-agent-url", "http://127.0.0.1:1/"]).unwrap();
-        assert_eq!(config.agent_url().as_str(), "http://127.0.0.1:1/");
+        assert_eq!(config.datadog.agent_url().as_str(), "http://127.0.0.1:1/");
     }
 
     #[test]
@@ -598,8 +667,8 @@ mod tests {
         assert!(refusal(&["--dd-agent-host", "not a host"]).contains("DD_AGENT_HOST"));
         assert!(refusal(&["--dd-agent-host", "host/path"]).contains("DD_AGENT_HOST"));
         let config = parse(&["--dd-agent-host", "::1", "--dd-trace-agent-port", "9"]).unwrap();
-        if config.dd_trace_agent_url.is_none() {
-            assert_eq!(config.agent_url().as_str(), "http://[::1]:9/");
+        if config.datadog.dd_trace_agent_url.is_none() {
+            assert_eq!(config.datadog.agent_url().as_str(), "http://[::1]:9/");
         }
     }
 
@@ -631,27 +700,24 @@ mod tests {
         assert!(message.contains("127.0.0.1"), "{message}");
         for address in ["127.0.0.1", "0.0.0.0", "::1", "::"] {
             let config = parse(&["--host", address, "--port", "1"]).unwrap();
-            assert_eq!(config.host.to_string(), address);
+            assert_eq!(config.server.host.to_string(), address);
         }
     }
 
     #[test]
     fn the_database_is_off_unless_a_host_is_given_and_then_needs_a_password() {
         let off = parse(&["--mysql-host", ""]).unwrap();
-        assert_eq!(off.mysql(), None);
+        assert_eq!(off.mysql.host(), None);
         let message = refusal(&["--mysql-host", "db"]);
         assert!(
             message.starts_with("invalid configuration: MYSQL_PASSWORD: "),
             "{message}"
         );
-        let on = parse(&["--mysql-host", ""]).unwrap();
-        let on = Config {
-            mysql_host: Some(OptionalHost(Some("db".to_owned()))),
-            mysql_password: Some(Secret("x".to_owned())),
-            ..on
-        };
+        let mut on = parse(&["--mysql-host", ""]).unwrap();
+        on.mysql.mysql_host = Some(OptionalHost(Some("db".to_owned())));
+        on.mysql.mysql_password = Some(Secret("x".to_owned()));
         assert!(on.check_combinations().is_ok());
-        assert_eq!(on.mysql(), Some("db"));
+        assert_eq!(on.mysql.host(), Some("db"));
         assert!(
             refusal(&["--mysql-host", "a b"]).starts_with("invalid configuration: MYSQL_HOST: ")
         );
@@ -682,7 +748,7 @@ mod tests {
         std::fs::write(&file, "s3cret\n").unwrap();
         let path = file.to_str().unwrap();
         let config = parse(&["--mysql-host", "db", "--mysql-password-file", path]).unwrap();
-        assert_eq!(config.mysql_password.unwrap().expose(), "s3cret");
+        assert_eq!(config.mysql.mysql_password.unwrap().expose(), "s3cret");
         let missing = dir.join("missing");
         let message = refusal(&["--mysql-password-file", missing.to_str().unwrap()]);
         assert!(
@@ -694,10 +760,8 @@ mod tests {
 
     #[test]
     fn debug_output_never_shows_the_password() {
-        let config = Config {
-            mysql_password: Some(Secret("hunter2".to_owned())),
-            ..parse(&[]).unwrap()
-        };
+        let mut config = parse(&[]).unwrap();
+        config.mysql.mysql_password = Some(Secret("hunter2".to_owned()));
         let printed = format!("{config:?}");
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(
@@ -710,14 +774,20 @@ mod tests {
     fn the_exporter_is_one_of_two_and_a_refusal_lists_them() {
         if std::env::var_os("TRACE_EXPORTER").is_none() {
             assert_eq!(
-                parse(&[]).unwrap().trace_exporter,
+                parse(&[]).unwrap().datadog.trace_exporter,
                 TraceExporter::OpentelemetryDatadog
             );
         }
         if cfg!(feature = "datadog-opentelemetry") {
             let config = parse(&["--trace-exporter", "datadog-opentelemetry"]).unwrap();
-            assert_eq!(config.trace_exporter, TraceExporter::DatadogOpentelemetry);
-            assert_eq!(config.trace_exporter.as_str(), "datadog-opentelemetry");
+            assert_eq!(
+                config.datadog.trace_exporter,
+                TraceExporter::DatadogOpentelemetry
+            );
+            assert_eq!(
+                config.datadog.trace_exporter.as_str(),
+                "datadog-opentelemetry"
+            );
         } else {
             let message = refusal(&["--trace-exporter", "datadog-opentelemetry"]);
             assert!(
@@ -746,7 +816,7 @@ mod tests {
             ("1", true),
         ] {
             let config = parse(&["--dd-trace-enabled", text]).unwrap();
-            assert_eq!(config.dd_trace_enabled, value, "{text}");
+            assert_eq!(config.datadog.dd_trace_enabled, value, "{text}");
         }
     }
 }

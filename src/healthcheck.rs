@@ -4,8 +4,7 @@
 //! one request). It reads the same configuration as the service, so it asks the port the service
 //! listens on, on loopback when the service listens on every address.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use crate::config::Config;
@@ -13,38 +12,30 @@ use crate::config::Config;
 /// How long the whole check may take; the compose and Dockerfile health checks allow 3 s.
 pub const TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Asks `GET /health` of the service that `config` describes; `Ok` on a 200.
+/// Asks `GET /health` of the service that `config` describes; `Ok` on a 200. With the HTTP client the
+/// service already has (the exporter's): one request, once, where what it costs does not matter.
 pub fn check(config: &Config, timeout: Duration) -> Result<(), String> {
-    let address = SocketAddr::new(loopback_if_unspecified(config.host), config.port);
-    let fail = |what: &str, error: std::io::Error| format!("{what} {address}: {error}");
-    let mut stream =
-        TcpStream::connect_timeout(&address, timeout).map_err(|e| fail("cannot connect to", e))?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .and_then(|()| stream.set_write_timeout(Some(timeout)))
-        .map_err(|e| fail("cannot set a deadline on", e))?;
-    let request = format!("GET /health HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| fail("cannot send to", e))?;
-    // The status line is all that is needed; 64 bytes hold it.
-    let mut head = [0u8; 64];
-    let mut read = 0;
-    while read < head.len() {
-        match stream.read(&mut head[read..]) {
-            Ok(0) => break,
-            Ok(n) => read += n,
-            Err(e) => return Err(fail("no answer from", e)),
+    let address = SocketAddr::new(
+        loopback_if_unspecified(config.server.host),
+        config.server.port,
+    );
+    let url = format!("http://{address}/health");
+    let client = reqwest::blocking::Client::builder()
+        .timeout(timeout)
+        // The service itself, never a proxy that HTTP_PROXY may name.
+        .no_proxy()
+        .build()
+        .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
+    let response = client.get(&url).send().map_err(|error| {
+        if error.is_connect() {
+            format!("cannot connect to {address}: {error}")
+        } else {
+            format!("no answer from {url}: {error}")
         }
-        if head[..read].contains(&b'\n') {
-            break;
-        }
-    }
-    let status_line = String::from_utf8_lossy(&head[..read]);
-    let status_line = status_line.lines().next().unwrap_or("").trim();
-    match status_line.split(' ').nth(1) {
-        Some("200") => Ok(()),
-        _ => Err(format!("{address}/health answered {status_line:?}")),
+    })?;
+    match response.status() {
+        reqwest::StatusCode::OK => Ok(()),
+        status => Err(format!("{url} answered {status}")),
     }
 }
 

@@ -42,8 +42,8 @@ use crate::telemetry::trace_layer::{self, TraceLayer};
 pub fn app(config: &Config, trace: TraceLayer, routes: Router) -> Router {
     let health = Health {
         status: "ok",
-        service: config.dd_service.clone(),
-        version: config.dd_version.clone(),
+        service: config.datadog.dd_service.clone(),
+        version: config.datadog.dd_version.clone(),
     };
     routes
         // One router layer for both: each costs a boxed clone and future per request (a layer of its
@@ -51,12 +51,15 @@ pub fn app(config: &Config, trace: TraceLayer, routes: Router) -> Router {
         .layer(
             tower::ServiceBuilder::new()
                 .layer(CatchPanicLayer::custom(trace_layer::panic_response))
-                .layer(faults::layer(config)),
+                .layer(faults::layer(&config.faults)),
         )
         .layer(axum::middleware::from_fn_with_state(
             Edge {
                 trace,
-                limits: Limits::new(config.max_in_flight as usize, config.request_timeout),
+                limits: Limits::new(
+                    config.server.max_in_flight as usize,
+                    config.server.request_timeout,
+                ),
             },
             edge,
         ))

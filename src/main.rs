@@ -51,7 +51,7 @@ fn main() -> ExitCode {
         .build()
         .expect("tokio runtime");
     let served = runtime.block_on(async {
-        let db = Database::new(&config);
+        let db = Database::new(&config.mysql, &config.datadog);
         if db.is_configured() {
             // In the background: the service starts whether or not its database is up, and a
             // database route that comes before the schema makes it first.
@@ -65,14 +65,14 @@ fn main() -> ExitCode {
         let app = Application::bind(&config, app).await?;
         tracing::info!(
             address = %app.local_addr(),
-            service = %config.dd_service,
-            env = %config.dd_env,
-            version = %config.dd_version,
-            tracing = config.dd_trace_enabled,
-            exporter = config.trace_exporter.as_str(),
-            agent = %config.agent_url(),
-            database = config.mysql().unwrap_or("none"),
-            dbm = config.dd_dbm_propagation_mode.as_str(),
+            service = %config.datadog.dd_service,
+            env = %config.datadog.dd_env,
+            version = %config.datadog.dd_version,
+            tracing = config.datadog.dd_trace_enabled,
+            exporter = config.datadog.trace_exporter.as_str(),
+            agent = %config.datadog.agent_url(),
+            database = config.mysql.host().unwrap_or("none"),
+            dbm = config.datadog.dd_dbm_propagation_mode.as_str(),
             "listening on http://{}",
             app.local_addr()
         );

@@ -2,17 +2,13 @@
 
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use anyhow::Context as _;
+use clap::Parser;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::plan::{Mix, Mode, Plan, Stop, Target};
-
-/// The default mix, a cycle of 20 requests: the seed's three routes (75%), 5% of a path that does
-/// not exist so that 404s show in APM next to the successes, and the database routes (20%): one
-/// visit recorded for two read back by id and one list of the latest. Ids are drawn from 1..50, so
-/// that a run of a few hundred requests has created most of the ids it asks for (a 404 before).
-pub const DEFAULT_MIX: &str = "/=5,/api/apm=5,/api/trace=5,/no-such-page=1,\
-POST /api/visits {\"page\":\"/\"}=1,GET /api/visits/{1..50}=2,GET /api/visits=1";
+use crate::mix::{self, Mix};
+use crate::plan::{Mode, Plan, Stop, Target, Tracing};
+use crate::trace_headers::TraceHeaders;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -22,6 +18,8 @@ Examples:
   loadgen --mix 'POST /api/visits {\"page\":\"/a\"}=1,/api/visits/{1..100}=3'
                                                      a JSON body; ids drawn from 1 to 100
   loadgen --rate 20 --trace-headers datadog          each request starts a trace the service continues
+  loadgen --rate 20 --trace-agent http://localhost:8126
+                                                     ... as loadgen's own client span, reported
   loadgen -d 10s --max-error-rate 0.01               exit 3 if more than 1% of requests fail";
 
 /// Drives an HTTP service at a fixed rate or as fast as it answers, and reports latency percentiles.
@@ -52,7 +50,7 @@ pub struct Args {
     /// Requests and their weights, `[METHOD ]path[ JSON body][=weight],...` (GET and weight 1 when
     /// left out); `{low..high}` in a path is a number drawn per request from that range. A body
     /// (POST, PUT, PATCH) is sent as `application/json`; its commas are its own.
-    #[arg(long, env = "LOADGEN_MIX", default_value = DEFAULT_MIX)]
+    #[arg(long, env = "LOADGEN_MIX", default_value = mix::DEFAULT)]
     pub mix: String,
 
     /// Extra request header `Name: value` (repeatable; in the variable, one per line).
@@ -64,9 +62,27 @@ pub struct Args {
     )]
     pub headers: Vec<String>,
 
-    /// Start a new trace in each request, in this propagation format.
-    #[arg(long, env = "LOADGEN_TRACE_HEADERS", value_enum, default_value_t = TraceHeaders::None)]
-    pub trace_headers: TraceHeaders,
+    /// Start a new trace in each request, in this propagation format [default: none; both with
+    /// --trace-agent].
+    #[arg(long, env = "LOADGEN_TRACE_HEADERS", value_enum)]
+    pub trace_headers: Option<TraceHeaders>,
+
+    /// Report a client span per request to this Datadog trace agent (`http://host:8126`); the trace
+    /// headers then carry that span's ids, so the service's span is its child.
+    #[arg(long, env = "LOADGEN_TRACE_AGENT", value_name = "URL")]
+    pub trace_agent: Option<String>,
+
+    /// The service name of loadgen's spans.
+    #[arg(long, env = "DD_SERVICE", default_value = "loadgen")]
+    pub dd_service: String,
+
+    /// The environment of loadgen's spans (unified service tagging), as the service's default.
+    #[arg(long, env = "DD_ENV", default_value = "dev")]
+    pub dd_env: String,
+
+    /// The version of loadgen's spans (unified service tagging).
+    #[arg(long, env = "DD_VERSION", default_value = env!("CARGO_PKG_VERSION"))]
+    pub dd_version: String,
 
     /// Give up on a request after this long (counted as a timeout error).
     #[arg(long, env = "LOADGEN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -81,32 +97,13 @@ pub struct Args {
     pub max_error_rate: Option<f64>,
 }
 
-/// Which trace context each request carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TraceHeaders {
-    /// `x-datadog-trace-id`, `x-datadog-parent-id`, `x-datadog-sampling-priority: 1`.
-    Datadog,
-    /// W3C `traceparent`, sampled.
-    W3c,
-    /// No trace headers.
-    None,
-}
-
-impl std::fmt::Display for TraceHeaders {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let value = self.to_possible_value().expect("no variant is skipped");
-        f.write_str(value.get_name())
-    }
-}
-
 /// Default connections in either mode.
 const DEFAULT_CONNECTIONS: usize = 32;
 /// Default run length when neither --duration nor --requests bounds it.
 const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 
 impl Args {
-    /// Checks every value and builds the plan; the error says which flag is wrong and why.
+    /// Checks every value of the run and builds its plan; the error says which flag is wrong and why.
     pub fn into_plan(self) -> anyhow::Result<Plan> {
         let target = Target::parse(&self.url)?;
         let mix = Mix::parse(&self.mix)?;
@@ -130,12 +127,19 @@ impl Args {
             anyhow::ensure!(!duration.is_zero(), "--duration must be longer than 0");
         }
         anyhow::ensure!(!self.timeout.is_zero(), "--timeout must be longer than 0");
-        if let Some(rate) = self.max_error_rate {
-            anyhow::ensure!(
-                (0.0..=1.0).contains(&rate),
-                "--max-error-rate must be from 0.0 to 1.0, not {rate}"
-            );
-        }
+        // An empty value (`LOADGEN_TRACE_AGENT=`) is no agent, as Datadog's tracers read theirs.
+        let agent = self
+            .trace_agent
+            .as_deref()
+            .map(str::trim)
+            .filter(|a| !a.is_empty());
+        let tracing = agent.map(|agent| self.tracing(agent)).transpose()?;
+        let trace_headers = self.trace_headers.unwrap_or(if tracing.is_some() {
+            // What Datadog's tracers inject by default (dd-trace-py: `datadog,tracecontext,baggage`).
+            TraceHeaders::Both
+        } else {
+            TraceHeaders::None
+        });
         let stop = Stop {
             duration: match (self.duration, self.requests) {
                 (None, None) => Some(DEFAULT_DURATION),
@@ -147,15 +151,55 @@ impl Args {
             target,
             mix,
             headers: parse_headers(&self.headers)?,
-            trace_headers: self.trace_headers,
+            trace_headers,
             mode,
             connections,
             stop,
             timeout: self.timeout,
-            max_error_rate: self.max_error_rate,
-            json: self.json,
+            tracing,
         })
     }
+
+    fn tracing(&self, agent: &str) -> anyhow::Result<Tracing> {
+        let agent = Target::parse(agent).context("--trace-agent")?;
+        for (flag, value) in [
+            ("--dd-service (DD_SERVICE)", &self.dd_service),
+            ("--dd-env (DD_ENV)", &self.dd_env),
+            ("--dd-version (DD_VERSION)", &self.dd_version),
+        ] {
+            anyhow::ensure!(!value.trim().is_empty(), "{flag} must not be empty");
+        }
+        Ok(Tracing {
+            agent,
+            service: self.dd_service.trim().to_owned(),
+            env: self.dd_env.trim().to_owned(),
+            version: self.dd_version.trim().to_owned(),
+        })
+    }
+
+    /// How the summary is to be printed and judged, checked.
+    pub fn output(&self) -> anyhow::Result<Output> {
+        if let Some(rate) = self.max_error_rate {
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&rate),
+                "--max-error-rate must be from 0.0 to 1.0, not {rate}"
+            );
+        }
+        Ok(Output {
+            json: self.json,
+            max_error_rate: self.max_error_rate,
+        })
+    }
+}
+
+/// The printer's options: what the summary is printed as and the exit status it leads to. They are
+/// the command line's, not the run's (oha keeps its printer options with its arguments too).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Output {
+    /// JSON on stdout (the table on stderr) instead of the table on stdout.
+    pub json: bool,
+    /// Exit 3 when more than this share of requests failed.
+    pub max_error_rate: Option<f64>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -184,8 +228,15 @@ fn parse_headers(lines: &[String]) -> anyhow::Result<HeaderMap> {
 mod tests {
     use super::*;
 
+    fn args(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("loadgen").chain(args.iter().copied()))
+    }
+
+    /// The plan, as main builds it: the printer's options checked first.
     fn plan(args: &[&str]) -> anyhow::Result<Plan> {
-        Args::try_parse_from(std::iter::once("loadgen").chain(args.iter().copied()))?.into_plan()
+        let args = self::args(args)?;
+        args.output()?;
+        args.into_plan()
     }
 
     fn refusal(args: &[&str]) -> String {
@@ -220,6 +271,21 @@ mod tests {
         assert!(refusal(&["--mix", "/a=x"]).contains("/a=x"));
         assert!(refusal(&["ftp://example"]).contains("http"));
         assert!(refusal(&["not a url"]).contains("URL"));
+    }
+
+    #[test]
+    fn printer_options_stay_with_the_arguments() {
+        let parsed = args(&["--json", "--max-error-rate", "0.25"]).unwrap();
+        let output = parsed.output().unwrap();
+        assert_eq!(
+            output,
+            Output {
+                json: true,
+                max_error_rate: Some(0.25)
+            }
+        );
+        let output = args(&[]).unwrap().output().unwrap();
+        assert_eq!((output.json, output.max_error_rate), (false, None));
     }
 
     #[test]

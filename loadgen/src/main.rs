@@ -9,15 +9,17 @@ use clap::Parser;
 use loadgen::Args;
 
 fn main() -> ExitCode {
-    let plan = match Args::parse().into_plan() {
-        Ok(plan) => plan,
+    let args = Args::parse();
+    let (output, plan) = match args
+        .output()
+        .and_then(|output| Ok((output, args.into_plan()?)))
+    {
+        Ok(parsed) => parsed,
         Err(error) => {
             eprintln!("loadgen: {error:#}");
             return ExitCode::from(2);
         }
     };
-    let json = plan.json;
-    let max_error_rate = plan.max_error_rate;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -30,7 +32,7 @@ fn main() -> ExitCode {
         }
     };
     // A closed pipe (`loadgen ... | head`) is not worth a panic.
-    let printed = if json {
+    let printed = if output.json {
         eprint!("{}", summary.table());
         let json = serde_json::to_string_pretty(&summary).expect("the summary serialises");
         writeln!(std::io::stdout(), "{json}")
@@ -38,7 +40,7 @@ fn main() -> ExitCode {
         write!(std::io::stdout(), "{}", summary.table())
     };
     drop(printed);
-    match max_error_rate {
+    match output.max_error_rate {
         Some(limit) if summary.overall.error_rate > limit => {
             eprintln!(
                 "loadgen: error rate {:.4} is above --max-error-rate {limit}",

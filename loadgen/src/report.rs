@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::cli::TraceHeaders;
 use crate::client::Failure;
+use crate::export::SpanCounts;
 use crate::plan::{Mode, Plan};
-use crate::record::{PathRecord, Record};
+use crate::record::{Noted, PathRecord, Record};
+use crate::trace_headers::TraceHeaders;
 
 /// The run's summary; `--json` prints exactly this.
 #[derive(Debug, Clone, Serialize)]
@@ -20,10 +21,23 @@ pub struct Summary {
     pub rate: Option<f64>,
     pub connections: usize,
     pub trace_headers: TraceHeaders,
+    /// Where loadgen's client spans went (`--trace-agent`), and what became of them; absent when
+    /// it reported none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spans: Option<Spans>,
     pub elapsed_s: f64,
     #[serde(flatten)]
     pub overall: PathSummary,
     pub paths: Vec<PathSummary>,
+}
+
+/// loadgen's client spans: sent to (accepted by) the agent, and lost (dropped when the queue was
+/// full, or refused: the agent was down, slow or answered an error).
+#[derive(Debug, Clone, Serialize)]
+pub struct Spans {
+    pub agent: String,
+    #[serde(flatten)]
+    pub counts: SpanCounts,
 }
 
 /// What one entry of the mix (or all of them) got.
@@ -44,6 +58,50 @@ pub struct PathSummary {
     /// Error kinds: connect, timeout, io (no answer) and status (5xx answers).
     pub error_kinds: BTreeMap<String, u64>,
     pub latency_ms: Latency,
+    /// The traces of the entry's slowest requests, slowest first (5 at most); empty when the run
+    /// started no traces. Absent from the overall figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slowest: Option<Vec<TraceRef>>,
+    /// The traces of the entry's first failed requests (a 5xx or no answer; 3 at most).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<Vec<TraceRef>>,
+}
+
+/// A request's trace, as Datadog names it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TraceRef {
+    /// The 128-bit trace id, 32 lowercase hex digits (zero-padded for a 64-bit id).
+    pub trace_id: String,
+    /// Its low 64 bits in decimal, as a string (beyond what a JSON number keeps exactly): the span's
+    /// `trace_id` in Datadog, and `dd.trace_id` in logs.
+    pub trace_id_64: String,
+    pub latency_ms: f64,
+    /// The answer's status code; absent for a request with no answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Why it failed (`status` for a 5xx, `connect`, `timeout`, `io`); absent for a success.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'static str>,
+}
+
+impl TraceRef {
+    fn new(noted: &Noted) -> Self {
+        let (status, error) = match noted.outcome {
+            Ok(status) => (
+                Some(status.as_u16()),
+                status.is_server_error().then_some("status"),
+            ),
+            Err(failure) => (None, Some(kind_name(failure))),
+        };
+        Self {
+            trace_id: format!("{:032x}", noted.trace_id),
+            trace_id_64: (noted.trace_id as u64).to_string(),
+            // To the microsecond, as the percentiles.
+            latency_ms: noted.latency.as_micros() as f64 / 1000.0,
+            status,
+            error,
+        }
+    }
 }
 
 /// Latency of answered requests, in milliseconds (HDR histogram, 3 significant digits).
@@ -59,7 +117,7 @@ pub struct Latency {
 }
 
 impl Summary {
-    pub fn new(plan: &Plan, record: &Record, elapsed: Duration) -> Self {
+    pub fn new(plan: &Plan, record: &Record, elapsed: Duration, spans: Option<SpanCounts>) -> Self {
         let elapsed_s = elapsed.as_secs_f64();
         Self {
             target: plan.target.base.to_string(),
@@ -73,6 +131,14 @@ impl Summary {
             },
             connections: plan.connections,
             trace_headers: plan.trace_headers,
+            spans: plan
+                .tracing
+                .as_ref()
+                .zip(spans)
+                .map(|(tracing, counts)| Spans {
+                    agent: tracing.agent.base.to_string(),
+                    counts,
+                }),
             elapsed_s,
             overall: PathSummary::new(None, "all", &record.total(), elapsed_s),
             paths: plan
@@ -81,12 +147,15 @@ impl Summary {
                 .iter()
                 .zip(&record.paths)
                 .map(|(entry, path_record)| {
-                    PathSummary::new(
+                    let mut row = PathSummary::new(
                         Some(entry.method.as_str()),
                         &entry.path,
                         path_record,
                         elapsed_s,
-                    )
+                    );
+                    row.slowest = Some(path_record.slowest.iter().map(TraceRef::new).collect());
+                    row.failed = Some(path_record.failed.iter().map(TraceRef::new).collect());
+                    row
                 })
                 .collect(),
         }
@@ -159,6 +228,14 @@ impl Summary {
             self.overall.error_rate * 100.0,
             kinds.join(", ")
         );
+        if let Some(spans) = &self.spans {
+            let _ = writeln!(
+                out,
+                "spans: {} sent to the trace agent at {}, {} lost",
+                spans.counts.sent, spans.agent, spans.counts.lost
+            );
+        }
+        self.trace_lists(&mut out);
         if let Some(rate) = self.rate
             && self.overall.achieved_rate < rate * 0.95
         {
@@ -169,6 +246,54 @@ impl Summary {
             );
         }
         out
+    }
+}
+
+impl Summary {
+    /// The traces worth opening, per entry: its slowest requests, then its first failed ones.
+    fn trace_lists(&self, out: &mut String) {
+        let rows: Vec<(&PathSummary, &[TraceRef], &[TraceRef])> = self
+            .paths
+            .iter()
+            .map(|row| {
+                (
+                    row,
+                    row.slowest.as_deref().unwrap_or_default(),
+                    row.failed.as_deref().unwrap_or_default(),
+                )
+            })
+            .filter(|(_, slowest, failed)| !slowest.is_empty() || !failed.is_empty())
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "traces to open (Datadog takes either id at /apm/trace/<id>; search trace_id:<64-bit>):"
+        );
+        let _ = writeln!(
+            out,
+            "  {:<8} {:>9}  {:<7} {:<32}  trace id (64-bit)",
+            "", "ms", "status", "trace id (128-bit, hex)"
+        );
+        for (row, slowest, failed) in rows {
+            let _ = writeln!(out, "{}", row.label());
+            let lists = [("slowest", slowest), ("failed", failed)];
+            for (name, traces) in lists {
+                for trace in traces {
+                    let status = match (trace.status, trace.error) {
+                        (Some(status), _) => status.to_string(),
+                        (None, Some(error)) => error.to_owned(),
+                        (None, None) => String::new(),
+                    };
+                    let _ = writeln!(
+                        out,
+                        "  {name:<8} {:>9.3}  {status:<7} {}  {}",
+                        trace.latency_ms, trace.trace_id, trace.trace_id_64
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -231,6 +356,8 @@ impl PathSummary {
                 .collect(),
             error_kinds,
             latency_ms: latency,
+            slowest: None,
+            failed: None,
         }
     }
 }

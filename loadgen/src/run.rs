@@ -12,13 +12,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http::header::{HOST, USER_AGENT};
-use http::{HeaderValue, Request};
+use http::{HeaderMap, HeaderValue, Request};
 use http_body_util::Full;
 
 use crate::client::{Connection, Failure};
-use crate::plan::{Plan, Prepared, Schedule};
+use crate::export::Reporter;
+use crate::plan::Plan;
+use crate::prepared::Prepared;
 use crate::record::Record;
-use crate::trace_headers;
+use crate::schedule::Schedule;
+use crate::tracer::{Trace, Tracer};
 
 /// Pause before reconnecting after a failed connect, so a dead target is not hammered in a loop.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(20);
@@ -55,11 +58,12 @@ pub async fn preflight(plan: &Plan) -> anyhow::Result<()> {
     }
 }
 
-/// Runs the plan to its end and merges every connection's record.
-pub async fn run(plan: Arc<Plan>, progress: Arc<Progress>) -> Outcome {
+/// Runs the plan to its end and merges every connection's record; with a `reporter`, each request's
+/// client span goes to it.
+pub async fn run(plan: Arc<Plan>, progress: Arc<Progress>, reporter: Option<Reporter>) -> Outcome {
     let schedule = Arc::new(Schedule::new(&plan, Instant::now()));
     // Prepared once: a request to a fixed path clones its URI instead of parsing the text again.
-    let targets: Arc<Vec<Prepared>> = Arc::new(plan.mix.prepare(&plan.target));
+    let targets: Arc<Vec<Prepared>> = Arc::new(Prepared::all(&plan.mix, &plan.target));
     let workers: Vec<_> = (0..plan.connections)
         .map(|_| {
             tokio::spawn(worker(
@@ -67,10 +71,13 @@ pub async fn run(plan: Arc<Plan>, progress: Arc<Progress>) -> Outcome {
                 schedule.clone(),
                 targets.clone(),
                 progress.clone(),
+                Tracer::new(plan.trace_headers, reporter.clone()),
             ))
         })
         .collect();
-    let mut record = Record::new(plan.mix.len());
+    // Only the connections hold a reporter now: the export queue closes when the last one ends.
+    drop(reporter);
+    let mut record = Record::new(plan.mix.entries().len());
     for worker in workers {
         if let Ok(worker_record) = worker.await {
             record.merge(&worker_record);
@@ -87,6 +94,7 @@ async fn worker(
     schedule: Arc<Schedule>,
     targets: Arc<Vec<Prepared>>,
     progress: Arc<Progress>,
+    mut tracer: Option<Tracer>,
 ) -> Record {
     let mut record = Record::new(targets.len());
     let mut connection: Option<Connection> = None;
@@ -101,12 +109,18 @@ async fn worker(
         }
         let path = plan.mix.pick(slot.index);
         let timed_from = behind.unwrap_or_else(Instant::now);
+        let trace = tracer.as_ref().map(|tracer| tracer.start(timed_from));
 
         if !connection.as_ref().is_some_and(Connection::is_open) {
             match Connection::open(&plan.target.address, plan.timeout).await {
                 Ok(opened) => connection = Some(opened),
                 Err(failure) => {
-                    record.failure(path, failure);
+                    let elapsed = timed_from.elapsed();
+                    let named = traced(&tracer, &trace, false, slot.index);
+                    record.failure(path, failure, elapsed, named);
+                    if let (Some(tracer), Some(trace)) = (&tracer, &trace) {
+                        tracer.end(trace, path, slot.index, elapsed, Err(failure));
+                    }
                     progress.requests.fetch_add(1, Ordering::Relaxed);
                     progress.errors.fetch_add(1, Ordering::Relaxed);
                     if slot.due.is_none() {
@@ -124,6 +138,13 @@ async fn worker(
         // An empty Full is no body at all (hyper sends no content-length for it), as Empty was.
         let body = prepared.body.clone().unwrap_or_default();
         let mut request = Request::new(Full::new(body));
+        if let Some(tracer) = &tracer {
+            // Sized once for every header below, rather than grown three times as they come (an
+            // untraced request's few headers are cheaper in the map's default growth).
+            *request.headers_mut() = HeaderMap::with_capacity(
+                2 + prepared.headers.len() + plan.headers.len() + tracer.header_count(),
+            );
+        }
         *request.method_mut() = prepared.method.clone();
         *request.uri_mut() = prepared.uri(slot.index, &mut scratch);
         let headers = request.headers_mut();
@@ -135,22 +156,44 @@ async fn worker(
         for (name, value) in &plan.headers {
             headers.append(name, value.clone());
         }
-        trace_headers::inject(plan.trace_headers, headers);
+        if let (Some(tracer), Some(trace)) = (&mut tracer, &trace) {
+            tracer.inject(trace, headers);
+        }
 
-        match open.send(request, plan.timeout).await {
+        let outcome = open.send(request, plan.timeout).await;
+        let elapsed = timed_from.elapsed();
+        let named = traced(&tracer, &trace, true, slot.index);
+        match outcome {
             Ok(status) => {
-                record.answer(path, status, timed_from.elapsed());
+                record.answer(path, status, elapsed, named);
                 if status.is_server_error() {
                     progress.errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Err(failure) => {
-                record.failure(path, failure);
+                record.failure(path, failure, elapsed, named);
                 progress.errors.fetch_add(1, Ordering::Relaxed);
                 connection = None;
             }
         }
+        if let (Some(tracer), Some(trace)) = (&tracer, &trace) {
+            tracer.end(trace, path, slot.index, elapsed, outcome);
+        }
         progress.requests.fetch_add(1, Ordering::Relaxed);
     }
     record
+}
+
+/// The trace id and request number under which the record may name a request, if its trace exists
+/// somewhere (`sent` to the service, or reported as loadgen's span).
+fn traced(
+    tracer: &Option<Tracer>,
+    trace: &Option<Trace>,
+    sent: bool,
+    index: u64,
+) -> Option<(u128, u64)> {
+    match (tracer, trace) {
+        (Some(tracer), Some(trace)) if tracer.names(sent) => Some((trace.context.trace_id, index)),
+        _ => None,
+    }
 }

@@ -1,96 +1,15 @@
 //! loadgen against in-test servers on loopback: counts, mix, rate, percentiles, errors, headers.
 
+mod common;
+
 use std::collections::HashMap;
-use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use clap::Parser;
-use loadgen::{Args, Summary};
+use axum::http::StatusCode;
 
-/// How the in-test server answers.
-#[derive(Clone, Copy, Default)]
-struct Behaviour {
-    /// Sleep this long before every answer.
-    delay: Duration,
-    /// Request number at which the whole server stalls, and for how long.
-    stall: Option<(u64, Duration)>,
-}
-
-#[derive(Default)]
-struct Seen {
-    paths: HashMap<String, u64>,
-    headers: Vec<HeaderMap>,
-    /// Every request: `METHOD path?query`, its headers and its body.
-    requests: Vec<(String, HeaderMap, Bytes)>,
-}
-
-#[derive(Clone)]
-struct Server {
-    behaviour: Behaviour,
-    count: Arc<AtomicU64>,
-    seen: Arc<Mutex<Seen>>,
-    /// Held for writing during a stall: every request waits for it.
-    stalled: Arc<tokio::sync::RwLock<()>>,
-}
-
-async fn answer(
-    State(server): State<Server>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
-    let n = server.count.fetch_add(1, Ordering::SeqCst);
-    {
-        let mut seen = server.seen.lock().unwrap();
-        *seen.paths.entry(uri.path().to_owned()).or_default() += 1;
-        seen.headers.push(headers.clone());
-        seen.requests
-            .push((format!("{method} {uri}"), headers, body));
-    }
-    if let Some((at, stall)) = server.behaviour.stall
-        && n == at
-    {
-        let _everyone_waits = server.stalled.write().await;
-        tokio::time::sleep(stall).await;
-    }
-    drop(server.stalled.read().await);
-    if !server.behaviour.delay.is_zero() {
-        tokio::time::sleep(server.behaviour.delay).await;
-    }
-    if uri.path().starts_with("/fail") {
-        StatusCode::INTERNAL_SERVER_ERROR
-    } else {
-        StatusCode::OK
-    }
-}
-
-/// Starts a server on a free port; returns its URL and what it saw.
-async fn serve(behaviour: Behaviour) -> (String, Arc<Mutex<Seen>>) {
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let server = Server {
-        behaviour,
-        count: Arc::new(AtomicU64::new(0)),
-        seen: seen.clone(),
-        stalled: Arc::default(),
-    };
-    let app = Router::new().fallback(answer).with_state(server);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, seen)
-}
-
-async fn load(url: &str, args: &[&str]) -> Summary {
-    let args = Args::try_parse_from(["loadgen", url].iter().chain(args)).unwrap();
-    loadgen::execute(args.into_plan().unwrap()).await.unwrap()
-}
+use common::{Behaviour, load, loadgen, rows_of, serve};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_exactly_the_requested_count() {
@@ -213,7 +132,7 @@ async fn methods_bodies_and_numbered_paths_reach_the_server() {
     );
 
     // The numbers are the plan's, request by request: the run sends exactly these paths.
-    let mix = loadgen::plan::Mix::parse(text).unwrap();
+    let mix = loadgen::mix::Mix::parse(text).unwrap();
     let mut expected: Vec<String> = (0..700)
         .filter(|&i| mix.pick(i) == 3)
         .map(|i| format!("GET {}", mix.entries()[3].path_of(i)))
@@ -486,14 +405,6 @@ async fn trace_and_custom_headers_are_injected() {
     );
 }
 
-fn loadgen(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .env_clear()
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_summary_has_the_documented_shape() {
     let (url, _) = serve(Behaviour::default()).await;
@@ -540,6 +451,14 @@ async fn json_summary_has_the_documented_shape() {
         (&"POST".into(), &"/api/visits".into())
     );
     assert_eq!(json["paths"][5]["path"], "/api/visits/{1..50}");
+    for row in json["paths"].as_array().unwrap() {
+        assert_eq!(
+            (&row["slowest"], &row["failed"]),
+            (&serde_json::json!([]), &serde_json::json!([])),
+            "no trace started, none named"
+        );
+    }
+    assert!(json.get("spans").is_none(), "no agent, no span counts");
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("p99"),
         "the table goes to stderr"
@@ -611,17 +530,12 @@ fn every_flag_reads_an_environment_variable() {
         "LOADGEN_TIMEOUT",
         "LOADGEN_JSON",
         "LOADGEN_MAX_ERROR_RATE",
+        "LOADGEN_TRACE_AGENT",
+        "DD_SERVICE",
+        "DD_ENV",
+        "DD_VERSION",
     ] {
         assert!(help.contains(variable), "{variable}");
     }
     assert!(help.contains("Examples:"));
-}
-
-/// The report's rows: each entry's label and its request count.
-fn rows_of(summary: &Summary) -> Vec<(String, u64)> {
-    summary
-        .paths
-        .iter()
-        .map(|p| (p.label(), p.requests))
-        .collect()
 }

@@ -15,29 +15,7 @@ use std::fmt::Write as _;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-/// `DD_DBM_PROPAGATION_MODE`, as Datadog's tracers read it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum PropagationMode {
-    /// No comment (Datadog's default).
-    #[default]
-    Disabled,
-    /// The service's identity: `dddb`, `dddbs`, `dde`, `ddh`, `ddps`, `ddpv`.
-    Service,
-    /// The service's identity and the query span's context (`traceparent`), which links each
-    /// statement sample in DBM to its trace.
-    Full,
-}
-
-impl PropagationMode {
-    /// The value as `DD_DBM_PROPAGATION_MODE` spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Disabled => "disabled",
-            Self::Service => "service",
-            Self::Full => "full",
-        }
-    }
-}
+pub use crate::config::PropagationMode;
 
 /// Characters left as they are: RFC 3986's unreserved set. Everything else is percent-encoded, which
 /// is what sqlcommenter asks of values (and of keys, which here are fixed).

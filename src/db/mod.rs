@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use self::comment::{Comments, Identity};
 use self::query::{Param, Peer, QueryError, Runner};
-use crate::config::Config;
+use crate::config::{DatadogConfig, MysqlConfig};
 
 /// The service's one table, created at start if missing (the database user may CREATE, SELECT and
 /// INSERT in its own database, nothing else: agent-config/mysql/apm-demo-user.sh).
@@ -84,41 +84,42 @@ impl std::fmt::Debug for Database {
 }
 
 impl Database {
-    /// The pool of `config` (no connection is made until a statement needs one).
-    pub fn new(config: &Config) -> Self {
-        let runner = config.mysql().map(|host| {
+    /// The pool of `mysql`, its statements' comments and spans saying what `datadog` says (no
+    /// connection is made until a statement needs one).
+    pub fn new(mysql: &MysqlConfig, datadog: &DatadogConfig) -> Self {
+        let runner = mysql.host().map(|host| {
             let peer = Peer {
                 host: host.to_owned(),
-                port: config.mysql_port,
-                database: config.mysql_database.clone(),
-                user: config.mysql_user.clone(),
+                port: mysql.mysql_port,
+                database: mysql.mysql_database.clone(),
+                user: mysql.mysql_user.clone(),
             };
             let comments = Comments::new(
-                config.dd_dbm_propagation_mode,
+                datadog.dd_dbm_propagation_mode,
                 Identity {
                     database: &peer.database,
                     // With peer-service naming, Datadog's tracers name the database's service
                     // after the database (dd-trace-py `_database_monitoring.py`).
                     database_service: &peer.database,
-                    env: &config.dd_env,
+                    env: &datadog.dd_env,
                     host: &peer.host,
-                    service: &config.dd_service,
-                    version: &config.dd_version,
+                    service: &datadog.dd_service,
+                    version: &datadog.dd_version,
                 },
             );
             Arc::new(Runner {
-                pool: Pool::new(pool_opts(config, &peer)),
+                pool: Pool::new(pool_opts(mysql, &peer)),
                 peer,
                 comments,
-                acquire_timeout: config.mysql_timeout,
-                query_timeout: config.mysql_query_timeout,
-                exporting: config.dd_trace_enabled,
+                acquire_timeout: mysql.mysql_timeout,
+                query_timeout: mysql.mysql_query_timeout,
+                exporting: datadog.dd_trace_enabled,
             })
         });
         Self {
             runner,
             schema_ready: Arc::new(AtomicBool::new(false)),
-            keep_visits: config.mysql_keep_visits,
+            keep_visits: mysql.mysql_keep_visits,
         }
     }
 
@@ -237,14 +238,14 @@ const IDLE_CONNECTION_TTL: std::time::Duration = std::time::Duration::from_secs(
 /// is a COM_RESET_CONNECTION at every checkout, a round trip per request); nothing here changes a
 /// session's state, so there is nothing to reset. Idle connections are kept for a minute
 /// ([`IDLE_CONNECTION_TTL`]). Sessions run in UTC, so that TIMESTAMP columns read back as UTC.
-fn pool_opts(config: &Config, peer: &Peer) -> Opts {
-    let constraints = PoolConstraints::new(0, config.mysql_pool_size as usize)
+fn pool_opts(mysql: &MysqlConfig, peer: &Peer) -> Opts {
+    let constraints = PoolConstraints::new(0, mysql.mysql_pool_size as usize)
         .expect("MYSQL_POOL_SIZE is at least 1");
     OptsBuilder::default()
         .ip_or_hostname(peer.host.clone())
         .tcp_port(peer.port)
         .user(Some(peer.user.clone()))
-        .pass(config.mysql_password.as_ref().map(|p| p.expose()))
+        .pass(mysql.mysql_password.as_ref().map(|p| p.expose()))
         .db_name(Some(peer.database.clone()))
         .init(vec!["SET time_zone = '+00:00'"])
         .pool_opts(
@@ -259,17 +260,14 @@ fn pool_opts(config: &Config, peer: &Peer) -> Opts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{OptionalHost, Secret};
+    use crate::config::{Config, OptionalHost, Secret};
 
     #[test]
     fn debug_output_names_the_peer_and_never_the_password() {
-        let config = Config::parse_from_args(["apm-demo", "--mysql-host", ""]).unwrap();
-        let config = Config {
-            mysql_host: Some(OptionalHost(Some("db.internal".to_owned()))),
-            mysql_password: Some(Secret::new("hunter2")),
-            ..config
-        };
-        let printed = format!("{:?}", Database::new(&config));
+        let mut config = Config::parse_from_args(["apm-demo", "--mysql-host", ""]).unwrap();
+        config.mysql.mysql_host = Some(OptionalHost(Some("db.internal".to_owned())));
+        config.mysql.mysql_password = Some(Secret::new("hunter2"));
+        let printed = format!("{:?}", Database::new(&config.mysql, &config.datadog));
         assert!(printed.contains("db.internal"), "{printed}");
         assert!(!printed.contains("hunter2"), "{printed}");
     }

@@ -12,9 +12,9 @@
 //! and a random `targetingKey`: a `fractional` split without a bucketing expression is a per-request
 //! rate. (With one, e.g. `{"var": "route"}`, the value's text is hashed with murmur3 as flagd does,
 //! though not over flagd's CBOR encoding of it: the same key may land in another bucket than flagd's.)
-//! Every flag of a request buckets the same key, so two splits of one route overlap (the 5% of one
-//! inside the 10% of the other), where flagd, hashing the flag's key with it, splits them
-//! independently.
+//! Each flag mixes its own key into the request's, as flagd hashes the flag's key with the targeting
+//! key, so that two splits of one route are independent (the 5% of one is not inside the 10% of the
+//! other).
 
 use std::collections::BTreeMap;
 
@@ -89,6 +89,8 @@ pub struct Context<'a> {
 #[derive(Debug)]
 pub struct Flag {
     pub key: String,
+    /// The flag's key, hashed: mixed into the request's targeting key (see [`Flag::resolve`]).
+    key_seed: u64,
     variants: BTreeMap<String, Value>,
     default_variant: String,
     rule: Option<Rule>,
@@ -118,6 +120,7 @@ impl Flag {
         }
         Ok(Some(Self {
             key: key.to_owned(),
+            key_seed: u64::from(murmur3_x86_32(key.as_bytes(), 0)) << 32,
             variants: definition.variants,
             default_variant: definition.default_variant,
             rule,
@@ -129,7 +132,12 @@ impl Flag {
     pub fn resolve(&self, context: &Context<'_>) -> Option<Resolution<'_>> {
         let (variant, reason) = match &self.rule {
             None => (self.default_variant.as_str(), Reason::Static),
-            Some(rule) => match rule.eval(context) {
+            Some(rule) => match rule.eval(&Context {
+                // The flag's own key, from the request's and the flag's (flagd hashes the two
+                // together): each flag's split is independent of the others'.
+                targeting_key: super::next_random(context.targeting_key ^ self.key_seed),
+                ..*context
+            }) {
                 Val::Str(name) => (name, Reason::TargetingMatch),
                 Val::Bool(b) => (if b { "true" } else { "false" }, Reason::TargetingMatch),
                 Val::Null => (self.default_variant.as_str(), Reason::Default),

@@ -15,7 +15,6 @@ pub mod database;
 pub mod flags;
 pub mod source;
 
-use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -30,7 +29,7 @@ use tower::{Layer, Service};
 
 pub use source::{FlagSource, KNOWN_FLAGS, Kind};
 
-use crate::config::Config;
+use crate::config::FaultConfig;
 use crate::telemetry::contract::{FaultsApplied, InjectedPanic, SpanError};
 
 /// The span's `error.type` of an injected 500.
@@ -44,7 +43,7 @@ pub struct FaultLayer {
 }
 
 /// The fault layer of the configuration (starts the file's watcher thread when a file is set).
-pub fn layer(config: &Config) -> FaultLayer {
+pub fn layer(config: &FaultConfig) -> FaultLayer {
     FaultLayer {
         source: config.flagd_offline_flag_source_path.clone().map(|path| {
             FlagSource::watch(
@@ -52,13 +51,6 @@ pub fn layer(config: &Config) -> FaultLayer {
                 Duration::from_millis(u64::from(config.flagd_offline_poll_ms)),
             )
         }),
-    }
-}
-
-impl FaultLayer {
-    /// The layer reading `source`.
-    pub fn with_source(source: Option<Arc<FlagSource>>) -> Self {
-        Self { source }
     }
 }
 
@@ -144,7 +136,7 @@ where
         let context = flags::Context {
             route,
             method: request.method().as_str(),
-            targeting_key: random(),
+            targeting_key: fastrand::u64(..),
         };
         let plan = plan(&snapshot, &context);
         if plan.flags.is_empty() {
@@ -259,27 +251,13 @@ fn plan(snapshot: &source::Snapshot, context: &flags::Context<'_>) -> Plan {
     plan
 }
 
-/// splitmix64's output function: a well-mixed 64-bit value from a counter.
+/// splitmix64's output function: a well-mixed 64-bit value from another (a flag's targeting key
+/// from the request's and the flag's).
 pub(crate) fn next_random(counter: u64) -> u64 {
     let mut z = counter.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
-}
-
-/// A request's random targeting key: splitmix64, one counter per thread, seeded at random.
-fn random() -> u64 {
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new({
-            use std::hash::BuildHasher;
-            std::collections::hash_map::RandomState::new().hash_one(std::thread::current().id())
-        });
-    }
-    STATE.with(|state| {
-        let counter = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
-        state.set(counter);
-        next_random(counter)
-    })
 }
 
 #[cfg(test)]

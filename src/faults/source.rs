@@ -8,7 +8,7 @@
 //! last good flags stay in force.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, SystemTime};
@@ -143,11 +143,6 @@ impl FlagSource {
             })
             .expect("spawn the fault-flags thread");
         source
-    }
-
-    /// The path watched.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// The flags in force, `None` when none is enabled (one atomic load: no lock, no allocation).

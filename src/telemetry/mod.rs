@@ -48,7 +48,7 @@ impl Telemetry {
     where
         W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
     {
-        let pipeline = if config.dd_trace_enabled {
+        let pipeline = if config.datadog.dd_trace_enabled {
             Some(exporter::start(config)?)
         } else {
             None
@@ -72,19 +72,19 @@ impl Telemetry {
                             || meta.target() == query::SPAN_TARGET)
                 }))
         });
-        let tags = config.dd_logs_injection.then(|| ServiceTags {
-            service: config.dd_service.clone(),
-            env: config.dd_env.clone(),
-            version: config.dd_version.clone(),
+        let tags = config.datadog.dd_logs_injection.then(|| ServiceTags {
+            service: config.datadog.dd_service.clone(),
+            env: config.datadog.dd_env.clone(),
+            version: config.datadog.dd_version.clone(),
         });
         // The request spans pass the log filter whatever RUST_LOG says, so that a line written inside a
         // request finds its span's ids (the layer formats nothing for spans themselves).
         let log_filter = EnvFilter::builder()
-            .parse(&config.rust_log)?
+            .parse(&config.logs.rust_log)?
             .or(filter_fn(|meta| {
                 meta.is_span() && meta.target() == server::SPAN_TARGET
             }));
-        let logs = LogLayer::new(config.log_format, tags, writer).with_filter(log_filter);
+        let logs = LogLayer::new(config.logs.log_format, tags, writer).with_filter(log_filter);
         let subscriber = Registry::default().with(otel).with(logs);
         Ok(Self {
             dispatch: Dispatch::new(subscriber),
@@ -98,7 +98,7 @@ impl Telemetry {
         match &self.pipeline {
             Some(pipeline) => TraceLayer {
                 extract: Some(pipeline.extract.clone()),
-                span_carries_component: pipeline.span_carries_component,
+                fields: pipeline.span_fields,
             },
             None => TraceLayer::not_exporting(),
         }

@@ -12,8 +12,8 @@
 //!
 //! What is the same on every request (operation name, type, `span.kind`, `component`) is stamped by
 //! the opentelemetry-datadog exporter on its own thread: carried by the tracing span, each would
-//! cost an owned string per request. Datadog's own exporter stamps the name, type and kind itself but
-//! not `component`, so with it the span carries that one ([`TraceLayer::span_carries_component`]).
+//! cost an owned string per request. Datadog's own exporter derives the name, type and kind itself but
+//! maps only what the span carries, so with it the span carries a little more ([`SpanFields`]).
 
 use std::any::Any;
 use std::borrow::Cow;
@@ -49,9 +49,23 @@ pub struct TraceLayer {
     /// How the exporter reads a caller's trace headers; `None` when spans are not exported (then the
     /// headers are not read, and log lines carry no ids).
     pub(super) extract: Option<Arc<dyn Extract>>,
-    /// Whether the span must carry what the exporter does not stamp itself: `component`, and the
-    /// resource where the exporter would make another one (an unmatched path, an invented method).
-    pub(super) span_carries_component: bool,
+    /// What the span carries for its exporter.
+    pub(super) fields: SpanFields,
+}
+
+/// How much of the span contract the span itself carries, for the exporter that reads it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SpanFields {
+    /// The exporter stamps what is the same on every span (`component`, type, kind, operation name)
+    /// on its own thread, and writes the integer status as Datadog's string: opentelemetry-datadog,
+    /// with the project's additions.
+    #[default]
+    Lean,
+    /// The exporter maps what the span carries, with rules of its own: the span carries `component`,
+    /// the resource where the exporter's rule would make another (an unmatched path, an invented
+    /// method), and the status as a string (an integer would also become a metric):
+    /// datadog-opentelemetry.
+    Complete,
 }
 
 impl TraceLayer {
@@ -104,7 +118,12 @@ where
     .await;
 
     let status = response.status();
-    record_status(&span, status, response.extensions().get::<SpanError>());
+    record_status(
+        &span,
+        status,
+        layer.fields,
+        response.extensions().get::<SpanError>(),
+    );
     let fault = response.extensions().get::<FaultsApplied>();
     if let Some(FaultsApplied(flags)) = fault {
         span.record("fault.injected", flags.as_str());
@@ -172,7 +191,7 @@ fn request_span(request: &Request, layer: &TraceLayer) -> Span {
         _dd.origin = Empty,
     );
 
-    if layer.span_carries_component {
+    if layer.fields == SpanFields::Complete {
         span.record("component", COMPONENT);
         // Datadog's exporter makes the resource from `http.method` and `http.route`: without a route,
         // or for an invented method (`HTTP` there), it would not be the contract's.
@@ -196,9 +215,13 @@ fn request_span(request: &Request, layer: &TraceLayer) -> Span {
 /// Records the status; a 5xx marks the span as an error (a 4xx is the client's, not the server's),
 /// with the `error` the service described, else the status as the message. Each field is recorded
 /// once: an exporter may keep the first of two values (datadog-opentelemetry does), or the last.
-fn record_status(span: &Span, status: StatusCode, error: Option<&SpanError>) {
-    // An integer, which the exporter writes as the string Datadog expects, without a string per span.
-    span.record("http.status_code", i64::from(status.as_u16()));
+fn record_status(span: &Span, status: StatusCode, fields: SpanFields, error: Option<&SpanError>) {
+    match fields {
+        // An integer, which the exporter writes as the string Datadog expects, without a string per
+        // span.
+        SpanFields::Lean => span.record("http.status_code", i64::from(status.as_u16())),
+        SpanFields::Complete => span.record("http.status_code", status.as_str()),
+    };
     if let Some(error) = error {
         span.record("error.type", error.kind);
         span.record("error.message", capped(&error.message).as_ref());

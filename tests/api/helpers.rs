@@ -42,7 +42,7 @@ pub struct TestApp {
 /// Must run on a current-thread runtime (`#[tokio::test]`): the subscriber is set for this thread.
 pub async fn spawn_app(agent_url: &str, extra: &[&str]) -> TestApp {
     spawn_app_with(agent_url, extra, |config| {
-        routes::service(Database::new(config))
+        routes::service(Database::new(&config.mysql, &config.datadog))
     })
     .await
 }

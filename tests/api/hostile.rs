@@ -141,7 +141,7 @@ proptest! {
 fn router() -> axum::Router {
     let config = Config::parse_from_args(["apm-demo", "--port", "0"]).unwrap();
     let telemetry = Telemetry::build(&config, std::io::sink).unwrap();
-    let db = Database::new(&config);
+    let db = Database::new(&config.mysql, &config.datadog);
     apm_demo::app(&config, telemetry.trace_layer(), routes::service(db))
 }
 

@@ -273,9 +273,11 @@ async fn the_database_is_configured_by_mysql_host_and_closed_for_good() {
         args.extend_from_slice(extra);
         Config::parse_from_args(args).unwrap()
     };
-    assert!(!Database::new(&parse(&[])).is_configured());
+    let off = parse(&[]);
+    assert!(!Database::new(&off.mysql, &off.datadog).is_configured());
     let port = closed_port();
-    let db = Database::new(&parse(&database_at(&port)));
+    let on = parse(&database_at(&port));
+    let db = Database::new(&on.mysql, &on.datadog);
     assert!(db.is_configured());
     let refused = db.latest_visits().await.unwrap_err();
     assert_eq!(

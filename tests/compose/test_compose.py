@@ -304,3 +304,32 @@ def test_the_hardening_keys_are_ones_compose_v1_also_applies(tmp_path):
         assert seen[name]["security_opt"] == ["no-new-privileges:true"], name
     assert seen["mysql"]["user"] == "999:999" and seen["mysql"]["tmpfs"] == service(
         yaml.safe_load(COMPOSE.read_text()), "mysql")["tmpfs"]
+
+
+def interpolated(value, env):
+    """A compose value with `${NAME}`, `${NAME:-default}` and `${NAME:?message}` read from `env`."""
+    def one(match):
+        name, sep, rest = match.group(1), match.group(2), match.group(3)
+        if env.get(name):
+            return env[name]
+        assert sep != ":?", f"{name} must be set: {rest}"
+        return rest if sep == ":-" else ""
+    return re.sub(r"\$\{([A-Z_][A-Z0-9_]*)(?:(:-|:\?)([^}]*))?\}", one, str(value))
+
+
+@pytest.mark.parametrize("exporter", ["opentelemetry-datadog", "datadog-opentelemetry"])
+def test_the_apps_environment_is_a_configuration_the_service_accepts_with_each_exporter(compose, exporter):
+    """The app container's environment, as compose renders it with TRACE_EXPORTER set in .env, given
+    to the release binary's own health check: exit 1 (no service answers) means every setting was
+    accepted; a refused setting exits 2, naming it."""
+    bin_dir = subprocess.run([str(ROOT / "local" / "bin-dir.sh")], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    env = {name: interpolated(value, {**NO_ACCOUNT, "TRACE_EXPORTER": exporter})
+           for name, value in service(compose, "app")["environment"].items()}
+    assert env["TRACE_EXPORTER"] == exporter
+    # Nothing listens there: the check fails after the configuration is read.
+    env.update({"HOST": "127.0.0.1", "PORT": "9", "PATH": "/usr/bin:/bin"})
+    result = subprocess.run([str(Path(bin_dir) / "apm-demo"), "healthcheck"], env=env, capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 1, result.stderr
+    assert "invalid configuration" not in result.stderr

@@ -315,3 +315,20 @@ def test_the_app_logs_pipeline_matches_compose():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     compose_logs = json.loads(compose["services"]["app"]["labels"]["com.datadoghq.ad.logs"])
     assert json.loads(POD["metadata"]["annotations"]["ad.datadoghq.com/app.logs"]) == compose_logs
+
+
+@pytest.mark.parametrize("exporter", ["opentelemetry-datadog", "datadog-opentelemetry"])
+def test_the_apps_environment_is_a_configuration_the_service_accepts_with_each_exporter(exporter):
+    """The app container's environment (secrets stand in as `x`), with TRACE_EXPORTER as the manifest
+    sets it and switched to the other exporter, given to the release binary's own health check: exit 1
+    (no service answers) means every setting was accepted; a refused one exits 2, naming it."""
+    import subprocess
+    env = {name: entry.get("value", "x") for name, entry in env_of(APP).items()}
+    assert env["TRACE_EXPORTER"] == "opentelemetry-datadog", "the manifest runs the default exporter"
+    env.update({"TRACE_EXPORTER": exporter, "HOST": "127.0.0.1", "PORT": "9", "PATH": "/usr/bin:/bin"})
+    bin_dir = subprocess.run([str(ROOT / "local" / "bin-dir.sh")], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    result = subprocess.run([f"{bin_dir}/apm-demo", "healthcheck"], env=env, capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 1, result.stderr
+    assert "invalid configuration" not in result.stderr

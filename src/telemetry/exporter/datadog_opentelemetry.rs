@@ -21,6 +21,7 @@ use opentelemetry::trace::TraceContextExt as _;
 
 use super::{Pipeline, Settings};
 use crate::telemetry::propagation::{Extract, Incoming, Sanitized};
+use crate::telemetry::trace_layer::SpanFields;
 
 /// The pipeline: the tracer's own provider, and its propagator for the trace layer (its sampler reads
 /// what its propagator extracted: the caller's priority, decision maker, origin and tags).
@@ -44,7 +45,7 @@ pub fn pipeline(settings: &Settings) -> anyhow::Result<Pipeline> {
     Ok(Pipeline {
         provider,
         extract: Arc::new(DatadogPropagation { propagator, fields }),
-        span_carries_component: true,
+        span_fields: SpanFields::Complete,
         stats: None,
     })
 }

@@ -20,6 +20,7 @@ use url::Url;
 
 use super::export_queue::ExportStats;
 use super::propagation::Extract;
+use super::trace_layer::SpanFields;
 use crate::config::{Config, TraceExporter};
 
 /// A running exporter.
@@ -29,9 +30,8 @@ pub struct Pipeline {
     /// How a caller's trace headers are read: the exporter's sampler understands only its own
     /// propagator's contexts.
     pub extract: Arc<dyn Extract>,
-    /// Whether the request span must carry `component` (and the resource where the exporter would
-    /// make another), which the default exporter stamps on its own thread instead.
-    pub span_carries_component: bool,
+    /// What the request span carries for this exporter.
+    pub span_fields: SpanFields,
     /// The bounded queue's counters, where the project keeps them (the default exporter).
     pub stats: Option<Arc<ExportStats>>,
 }
@@ -50,11 +50,11 @@ pub struct Settings {
 impl Settings {
     pub fn of(config: &Config) -> Self {
         Self {
-            agent_url: config.agent_url(),
-            service: config.dd_service.clone(),
-            env: config.dd_env.clone(),
-            version: config.dd_version.clone(),
-            sample_rate: config.dd_trace_sample_rate,
+            agent_url: config.datadog.agent_url(),
+            service: config.datadog.dd_service.clone(),
+            env: config.datadog.dd_env.clone(),
+            version: config.datadog.dd_version.clone(),
+            sample_rate: config.datadog.dd_trace_sample_rate,
         }
     }
 }
@@ -62,7 +62,7 @@ impl Settings {
 /// Starts the exporter `config` chooses.
 pub fn start(config: &Config) -> anyhow::Result<Pipeline> {
     let settings = Settings::of(config);
-    match config.trace_exporter {
+    match config.datadog.trace_exporter {
         TraceExporter::OpentelemetryDatadog => opentelemetry_datadog::pipeline(&settings),
         #[cfg(feature = "datadog-opentelemetry")]
         TraceExporter::DatadogOpentelemetry => datadog_opentelemetry::pipeline(&settings),

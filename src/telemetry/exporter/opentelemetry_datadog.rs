@@ -31,6 +31,7 @@ use crate::telemetry::propagation::DatadogThenW3c;
 use crate::telemetry::sampling::{
     CALLER_DECISION_MAKER, DEFERRED, DatadogIdGenerator, DatadogSampler,
 };
+use crate::telemetry::trace_layer::SpanFields;
 
 /// Longest time one export may take, connection included: an agent that accepts and never answers
 /// costs the export thread this much, never a request.
@@ -77,7 +78,7 @@ pub fn pipeline(settings: &Settings) -> anyhow::Result<Pipeline> {
     Ok(Pipeline {
         provider,
         extract: Arc::new(DatadogThenW3c),
-        span_carries_component: false,
+        span_fields: SpanFields::Lean,
         stats: Some(stats),
     })
 }
