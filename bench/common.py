@@ -122,12 +122,14 @@ def service(port, agent_url=None, traced=True, extra=None, exporter=None):
     return process
 
 
-def null_sink(count=False):
+def null_sink(count=False, delay=0.0):
     """A trace agent that discards what it receives and answers what each exporter asks of an Agent
-    (bench/null_agent.py); with `count`, it decodes the payloads to count their spans (`sink_counts`)."""
+    (bench/null_agent.py); with `count`, it decodes the payloads to count their spans (`sink_counts`);
+    with `delay`, it answers each trace payload that many seconds late (a slow Agent)."""
     python = os.path.join(VENV_BIN, "python")
     argv = [python if os.access(python, os.X_OK) else sys.executable, os.path.join(ROOT, "bench", "null_agent.py")]
-    process = Process(argv + (["--count"] if count else []), cpu=LOAD_CPU, stdout=subprocess.PIPE)
+    argv += (["--count"] if count else []) + (["--delay", str(delay)] if delay else [])
+    process = Process(argv, cpu=LOAD_CPU, stdout=subprocess.PIPE)
     address = process.popen.stdout.readline().decode().strip()
     if not address:
         process.stop()

@@ -16,12 +16,13 @@ usual work and not an error path (DataDog/datadog-agent, pkg/trace/api/info.go):
 
 Every other path answers 404, so an exporter that asks for something else shows in the counts.
 
-    python3 bench/null_agent.py [--count] [ADDRESS]
+    python3 bench/null_agent.py [--count] [--delay SECONDS] [ADDRESS]
 
 prints the address it listens on (127.0.0.1 and a free port by default), then serves until killed.
 `GET /counts` answers the requests and bytes received per method and path, and with `--count` the spans
 received (decoded from the msgpack payloads: costs CPU, so only for the runs that compare counts;
-needs the `msgpack` package of the project's virtualenv).
+needs the `msgpack` package of the project's virtualenv). With `--delay`, every trace payload is
+answered that many seconds after it arrived: a slow Agent (bench_export.py).
 """
 
 import argparse
@@ -29,6 +30,7 @@ import hashlib
 import json
 import sys
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -95,9 +97,10 @@ def spans_in(path, body):
 class Agent(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address, count_spans):
+    def __init__(self, address, count_spans, delay=0.0):
         super().__init__(address, Handler)
         self.count_spans = count_spans
+        self.delay = delay
         self.lock = threading.Lock()
         self.requests = Counter()
         self.bytes = Counter()
@@ -137,6 +140,8 @@ class Handler(BaseHTTPRequestHandler):
                 agent.spans += spans
             elif agent.count_spans and path in TRACES:
                 agent.undecodable += 1
+        if agent.delay and path in TRACES:
+            time.sleep(agent.delay)
         if self.command == "GET" and path == "/counts":
             status, kind, text = 200, "application/json", self.counts()
         else:
@@ -166,9 +171,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("address", nargs="?", default="127.0.0.1:0")
     parser.add_argument("--count", action="store_true", help="count the spans of every trace payload")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before answering a trace payload")
     args = parser.parse_args()
     host, port = args.address.rsplit(":", 1)
-    agent = Agent((host, int(port)), args.count)
+    agent = Agent((host, int(port)), args.count, args.delay)
     print(f"{agent.server_address[0]}:{agent.server_address[1]}", flush=True)
     try:
         agent.serve_forever()
