@@ -34,6 +34,10 @@ from concurrent.futures import ThreadPoolExecutor
 from common import LOAD_CPU, MODES, RELEASE, Process, free_port, mode_env, null_sink, pinned, wait_for_port
 
 SERVICE = os.path.join(RELEASE, "apm-demo")
+# Under callgrind a request runs tens of times slower, more on a busy machine: deadlines that let every
+# request finish (a 503 or 504 would be another path's instructions, and fails the run). The limits'
+# work per request is the same whatever their values.
+PATIENT = {"REQUEST_TIMEOUT": "120s", "MYSQL_TIMEOUT": "120s", "MYSQL_QUERY_TIMEOUT": "120s"}
 # (name, loadgen mix entry, expected status)
 ROUTES = [("seed", "/api/apm", 200), ("404", "/no/such/page", 404)]
 
@@ -55,13 +59,15 @@ def total_instructions(binary, env, batches, idle=0.0):
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "callgrind.out")
         argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary]
-        with Process(argv, env={**env, "PORT": str(port)}) as server:
-            wait_for_port(port, timeout=120)
+        with Process(argv, env={**PATIENT, **env, "PORT": str(port)}) as server:
+            # Valgrind starting the binary on a busy shared machine: minutes, not seconds.
+            wait_for_port(port, timeout=600)
             for entry, status, count in batches:
                 if count:
                     send(f"http://127.0.0.1:{port}", count, entry, status)
             time.sleep(idle or 1.5)  # the exporters send what they hold within their 1 s flush interval
-            server.stop()  # SIGTERM: a graceful exit, after which callgrind writes its totals
+            # SIGTERM: a graceful exit, after which callgrind writes its totals (slowly on a busy machine).
+            server.stop(timeout=300)
         with open(out) as f:
             match = re.search(r"^summary: (\d+)", f.read(), re.M)
     if not match:

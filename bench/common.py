@@ -74,11 +74,11 @@ class Process:
     def __exit__(self, *exc):
         self.stop()
 
-    def stop(self):
+    def stop(self, timeout=20):
         if self.popen.poll() is None:
             self.popen.terminate()
             try:
-                self.popen.wait(timeout=20)
+                self.popen.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait()
