@@ -73,7 +73,8 @@ test-rust:
 ## time: its latency comparisons must not share the machine with each other) and the database suite
 ## (a private MariaDB per test; one at a time: four MariaDB first starts at once on a loaded 2-core
 ## machine failed now and then), each once per exporter (TRACE_EXPORTER); then the limits suite (the
-## listener's, whatever the exporter)
+## listener's, whatever the exporter) and loadgen as a traced client (100 requests, 100 whole traces:
+## loadgen's span at the root, the service's its child)
 EXPORTERS := opentelemetry-datadog datadog-opentelemetry
 conformance: venv mariadb
 	@for exporter in $(EXPORTERS); do \
@@ -86,6 +87,8 @@ conformance: venv mariadb
 			$(CARGO) test --release --features conformance --test database -- --test-threads=1 || exit 1; \
 	done
 	$(CARGO) test --release --features conformance --test limits -- --test-threads=1
+	DDAPM_TEST_AGENT=$(CURDIR)/$(VENV)/bin/ddapm-test-agent \
+		$(CARGO) test --release -p loadgen --features conformance --test trace_agent
 
 ## test-python: agent-config (custom check, MySQL and DBM setup on a real MariaDB), the compose file
 ## and Dockerfiles, the secret scan, a headless Chromium on the service, `make local` end to end,

@@ -162,7 +162,7 @@ def test_the_program_reports_and_stops_the_server_when_its_stdin_closes(template
     process, report = launch(directory, "--template", str(template), "--initdb-dir", "",
                              env={"MYSQL_APP_PASSWORD": "app-pw"})  # pragma: allowlist secret (a test password)
     assert report["host"] == "127.0.0.1" and report["socket"] == str(directory / "mysqld.sock")
-    assert report["passwords"]["MYSQL_APP_PASSWORD"] == "app-pw"  # from the environment
+    assert report["passwords"]["MYSQL_APP_PASSWORD"] == "app-pw"  # pragma: allowlist secret (from the environment)
     assert len(report["passwords"]["MYSQL_DATADOG_PASSWORD"]) >= 16  # generated
     assert as_root(report, "SELECT 1") == ((1,),)
     assert servers_of(directory) == [report["pid"]]

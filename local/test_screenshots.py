@@ -48,9 +48,14 @@ def test_every_picture_the_docs_name_is_there_small_and_made_by_make_screenshots
         assert path.stat().st_size < screenshots.MAX_BYTES, f"{name}: {path.stat().st_size} bytes"
         width, height = size(path)
         assert width >= 600 and height >= 100, (name, width, height)
-    # docs/local.md and docs/faults.md show them (the README's pictures are the lead's to place).
+    # docs/local.md and docs/faults.md show them; the README at least two, one above the fold (before
+    # its first second-level section after the front door's "Two commands").
     shown = {doc for docs in named.values() for doc in docs}
     assert {"docs/local.md", "docs/faults.md"} <= shown
+    assert sum(docs.count("README.md") for docs in named.values()) >= 2, named
+    readme = (ROOT / "README.md").read_text()
+    fold = readme.index("\n## ", readme.index("## Two commands") + 1)
+    assert len(re.findall(r"!\[[^\]]*\]\([^)]+\.png\)", readme[:fold])) == 1
 
 
 def test_make_screenshots_runs_the_script_on_a_run_and_a_fault_run_into_docs():

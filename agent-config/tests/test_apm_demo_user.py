@@ -27,11 +27,12 @@ APP_WORK = [
 
 def do_the_apps_work(server, password):
     """As the app: its user over TCP, `apm_demo` the default schema. Returns the row it read back."""
+    read = []
     with closing(server.connect("apm_demo", password, database="apm_demo")) as app, closing(app.cursor()) as cursor:
         for statement in APP_WORK:
             cursor.execute(statement)
-            rows = cursor.fetchall()
-    return rows[0]
+            read.extend(cursor.fetchall())
+    return read[0]  # the first SELECT's: the row just inserted
 
 
 @pytest.fixture(scope="module")

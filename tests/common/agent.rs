@@ -11,11 +11,14 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use rmpv::Value;
 
+/// The largest trace payload the Datadog Agent reads.
+const MAX_PAYLOAD_BYTES: usize = 25 * 1024 * 1024;
 /// One span as the agent received it.
 #[derive(Debug, Clone)]
 pub struct AgentSpan {
@@ -111,6 +114,11 @@ impl TestAgent {
                     let app = Router::new()
                         .route("/v0.5/traces", post(receive_v05))
                         .route("/v0.4/traces", post(receive_v04))
+                        // As the Agent: payloads up to 25 MB (DataDog/datadog-agent,
+                        // pkg/trace/config/config.go: `MaxRequestBytes: 25 * 1024 * 1024`), not
+                        // axum's 2 MB default, which datadog-opentelemetry's flush of a busy
+                        // second passes.
+                        .layer(DefaultBodyLimit::max(MAX_PAYLOAD_BYTES))
                         .with_state(state);
                     tokio::spawn(async move { axum::serve(listener, app).await });
                 }

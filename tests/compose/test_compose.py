@@ -78,6 +78,23 @@ def test_app_sends_traces_to_the_agent_service(compose):
     assert "datadog-agent" in aliases
 
 
+def test_loadgen_sends_its_spans_to_the_agent_service_with_the_apps_tags(compose):
+    """Each request a trace that loadgen starts with its own client span (issue 24): the span goes
+    where the app's go, with the app's environment and version (tests/containers judges the traces)."""
+    app, loadgen = service(compose, "app"), service(compose, "loadgen")
+    env = loadgen["environment"]
+    agent = app["environment"]
+    assert env["LOADGEN_TRACE_AGENT"] == f"http://{agent['DD_AGENT_HOST']}:{agent['DD_TRACE_AGENT_PORT']}"
+    assert env["DD_SERVICE"] == "loadgen"
+    assert (env["DD_ENV"], env["DD_VERSION"]) == (agent["DD_ENV"], agent["DD_VERSION"])
+    for tag in ("service", "env", "version"):
+        assert loadgen["labels"][f"com.datadoghq.tags.{tag}"] == env[f"DD_{tag.upper()}"], tag
+    # The health check's five /health requests report no spans (an empty --trace-agent is none): the
+    # app does not trace /health, so each would be a trace of loadgen alone.
+    check = loadgen["healthcheck"]["test"]
+    assert check[check.index("--trace-agent") + 1] == ""
+
+
 def test_app_has_unified_service_tagging(compose):
     app = service(compose, "app")
     for tag in ("service", "env", "version"):
@@ -333,3 +350,23 @@ def test_the_apps_environment_is_a_configuration_the_service_accepts_with_each_e
                             text=True, timeout=30)
     assert result.returncode == 1, result.stderr
     assert "invalid configuration" not in result.stderr
+
+
+def test_loadgens_environment_and_health_check_are_a_configuration_loadgen_accepts(compose):
+    """The loadgen container's environment as compose renders it, the app's address moved to a closed
+    port of this machine, to the release loadgen for one request, and its health check's command
+    line the same way: exit 1 (the request refused) means every setting was accepted; a refused one
+    exits 2, naming it. (The agent's name resolves nowhere here: a warning, no failure.)"""
+    bin_dir = subprocess.run([str(ROOT / "local" / "bin-dir.sh")], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    loadgen = service(compose, "loadgen")
+    env = {name: interpolated(value, NO_ACCOUNT) for name, value in loadgen["environment"].items()}
+    env.update({"LOADGEN_URL": "http://127.0.0.1:9", "LOADGEN_REQUESTS": "1", "PATH": "/usr/bin:/bin"})
+    result = subprocess.run([str(Path(bin_dir) / "loadgen")], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1, result.stderr
+    _, program, url, *args = loadgen["healthcheck"]["test"]
+    assert (program, url) == ("loadgen", "http://app:5050")
+    result = subprocess.run([str(Path(bin_dir) / "loadgen"), "http://127.0.0.1:9", *args], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr

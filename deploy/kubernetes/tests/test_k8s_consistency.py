@@ -153,12 +153,81 @@ def test_grace_period_covers_the_drain_and_the_span_flush():
     assert int(timeout) <= drain
 
 
+AGENT_AND_TAGS = {"DD_AGENT_HOST", "DD_TRACE_AGENT_URL", "DD_TRACE_AGENT_PORT", "DD_ENV", "DD_SERVICE", "DD_VERSION"}
+
+
 def test_no_agent_address_or_tags_are_hard_coded():
-    # The Admission Controller injects these; one set here would win over its value.
-    for template in [POD] + [t for _, t in pod_templates(OBJECTS)]:
+    # The app's: the Admission Controller injects these; one set here would win over its value.
+    for owner, template in pod_templates(OBJECTS):
         for container in template["spec"]["containers"]:
-            names = set(env_of(container))
-            assert not names & {"DD_AGENT_HOST", "DD_TRACE_AGENT_URL", "DD_TRACE_AGENT_PORT", "DD_ENV", "DD_SERVICE", "DD_VERSION"}
+            env = env_of(container)
+            if template["metadata"]["labels"].get("admission.datadoghq.com/enabled") == "true":
+                assert not set(env) & AGENT_AND_TAGS, owner
+            # loadgen's: from the downward API (the node, the pod's labels), never a value written.
+            for name in set(env) & AGENT_AND_TAGS:
+                assert set(env[name]) == {"name", "valueFrom"}, (owner, name)
+
+
+def loadgen_env_names():
+    """Every environment variable loadgen reads (clap's `env = "NAME"` in loadgen/src/cli.rs)."""
+    return set(re.findall(r'env = "([A-Z0-9_]+)"', (ROOT / "loadgen/src/cli.rs").read_text()))
+
+
+def test_loadgen_sends_its_spans_to_the_nodes_agent_with_its_pods_tags():
+    """The Job's (and so the CronJob's) loadgen reports a client span per request to the Agent on its
+    node: DD_AGENT_HOST is the node's IP (status.hostIP, Datadog's way without the Admission
+    Controller: DataDog/documentation, content/en/containers/kubernetes/apm.md, "TCP"), listed before
+    LOADGEN_TRACE_AGENT, which names it as $(DD_AGENT_HOST) (Kubernetes expands only variables
+    defined earlier in the list), on the chart's APM host port; DD_ENV, DD_SERVICE and DD_VERSION are
+    the pod's tags.datadoghq.com labels (content/en/getting_started/tagging/unified_service_tagging.md)."""
+    template = JOB["spec"]["template"]
+    container = template["spec"]["containers"][0]
+    names = [e["name"] for e in container["env"]]
+    env = env_of(container)
+    assert env["DD_AGENT_HOST"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.hostIP"}}
+    assert env["LOADGEN_TRACE_AGENT"]["value"] == "http://$(DD_AGENT_HOST):8126"
+    assert names.index("DD_AGENT_HOST") < names.index("LOADGEN_TRACE_AGENT")
+    # The chart's APM port: datadog.apm.portEnabled opens "hostPort 8126 by default", and the values
+    # set no other (datadog.apm.port).
+    chart = yaml.safe_load((ROOT / "deploy/kubernetes/tests/data/datadog-chart-keys.yaml").read_text())
+    assert "(hostPort 8126 by default)" in chart["keys"]["datadog.apm.portEnabled"]["doc"]
+    values = yaml.safe_load((ROOT / "deploy/kubernetes/datadog-values.yaml").read_text())
+    assert values["datadog"]["apm"]["portEnabled"] is True and "port" not in values["datadog"]["apm"]
+    labels = template["metadata"]["labels"]
+    for tag in ("env", "service", "version"):
+        path = env[f"DD_{tag.upper()}"]["valueFrom"]["fieldRef"]["fieldPath"]
+        assert path == f"metadata.labels['tags.datadoghq.com/{tag}']", tag
+        assert labels[f"tags.datadoghq.com/{tag}"], tag
+    assert (labels["tags.datadoghq.com/service"], labels["tags.datadoghq.com/version"]) == ("loadgen", cargo_version())
+    assert labels["tags.datadoghq.com/env"] == POD["metadata"]["labels"]["tags.datadoghq.com/env"]
+    # Not opted in to the Admission Controller (mutateUnlabelled is false): nothing else sets these.
+    assert "admission.datadoghq.com/enabled" not in labels
+    # Every other variable is loadgen's own; DD_AGENT_HOST serves only the expansion.
+    assert set(env) - loadgen_env_names() == {"DD_AGENT_HOST"}
+
+
+def test_loadgens_environment_is_a_configuration_loadgen_accepts():
+    """The Job's environment as the kubelet would give it (the node's IP, the pod's labels, $(NAME)
+    expanded), the app's address moved to a closed port, to the release loadgen for one request:
+    exit 1 (the request refused) means every setting was accepted; a refused one exits 2, naming it."""
+    import subprocess
+    template = JOB["spec"]["template"]
+    labels = template["metadata"]["labels"]
+    env = {}
+    for entry in template["spec"]["containers"][0]["env"]:
+        if "value" in entry:
+            value = re.sub(r"\$\(([A-Z_]+)\)", lambda m: env[m.group(1)], entry["value"])
+        else:
+            path = entry["valueFrom"]["fieldRef"]["fieldPath"]
+            label = re.fullmatch(r"metadata\.labels\['([^']+)'\]", path)
+            value = labels[label.group(1)] if label else {"status.hostIP": "127.0.0.1"}[path]
+        env[entry["name"]] = value
+    assert env["LOADGEN_TRACE_AGENT"] == "http://127.0.0.1:8126"
+    env.update({"LOADGEN_URL": "http://127.0.0.1:9", "LOADGEN_REQUESTS": "1", "PATH": "/usr/bin:/bin"})
+    bin_dir = subprocess.run([str(ROOT / "local" / "bin-dir.sh")], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    result = subprocess.run([f"{bin_dir}/loadgen"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
 
 
 def test_unified_service_tagging_labels_and_the_admission_opt_in():
