@@ -5,7 +5,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: run local screenshots release install bin-dir venv-note test lint test-rust conformance test-python test-compose mariadb chromium venv bench bench-database bench-loadgen bench-tracing bench-instructions bench-dd-trace-rs bench-seed bench-memory bench-export bench-tools test-parity bench-gate bench-budget-update bench-gate-tools
+.PHONY: run local screenshots release install bin-dir venv-note test lint test-rust conformance test-python test-compose mariadb chromium venv bench bench-database bench-loadgen bench-tracing bench-instructions bench-dd-settings bench-build bench-seed bench-memory bench-export bench-tools bench-valgrind test-parity bench-gate bench-budget-update
 
 # The release binaries are built one way for every command that runs them (release, run, local,
 # install, bin-dir; the test and bench targets through `release`): one cargo invocation, so that
@@ -164,48 +164,59 @@ mariadb:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server >/dev/null; \
 	fi
 
-## bench: the benchmarks; each prints its figures and ratios measured side by side in one run
-bench: bench-loadgen bench-tracing bench-instructions bench-seed bench-memory bench-export bench-database
+## bench: the benchmarks; each prints its figures and ratios measured side by side in one run, untraced
+## and traced by each exporter (bench/README.md)
+bench: bench-loadgen bench-tracing bench-instructions bench-seed bench-memory bench-export bench-database \
+	bench-dd-settings bench-build
 
 bench-tools: venv release
 	$(CARGO) build --release -p loadgen --example hello_server
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
+
+bench-valgrind:
+	@command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind >/dev/null)
 
 ## bench-loadgen: loadgen's maximum rate against wrk and oha on the same server, and fixed-rate latency
 bench-loadgen: bench-tools
 	@command -v oha >/dev/null || test -x $(HOME)/.cargo/bin/oha || $(CARGO) install oha --locked
 	python3 bench/bench_loadgen.py
 
-## bench-tracing: traced against untraced, same binary (null sink, then the test agent)
+## bench-tracing: untraced against traced by each exporter, same binary: saturation, fixed-rate latency,
+## peak RSS (null sink, then the test agent)
 bench-tracing: bench-tools
 	python3 bench/bench_tracing.py
 
-## bench-instructions: the service's instructions per request, traced and untraced (callgrind)
-bench-instructions: bench-tools
-	@command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind >/dev/null)
+## bench-instructions: the service's instructions per request, untraced and traced by each exporter (callgrind)
+bench-instructions: bench-tools bench-valgrind
 	python3 bench/bench_instructions.py
 
-## bench-database: the database routes (callgrind untraced/traced/DBM full; p50/p99 at 200/s against a
-## private MariaDB; no span lost at 400/s)
-bench-database: bench-tools mariadb
-	@command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind >/dev/null)
+## bench-database: the database routes (callgrind untraced, and each exporter with DBM off and full;
+## p50/p99 at 200/s against a private MariaDB; no span lost at 400/s, each exporter)
+bench-database: bench-tools bench-valgrind mariadb
 	python3 bench/bench_database.py
 
-## bench-dd-trace-rs: bench-instructions, plus the same span exported by dd-trace-rs (bench/dd_trace_rs)
-bench-dd-trace-rs: bench-tools
-	@command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind >/dev/null)
-	$(CARGO) build --release --manifest-path bench/dd_trace_rs/Cargo.toml --target-dir target/dd_trace_rs
-	python3 bench/bench_instructions.py --dd-trace-rs
+## bench-dd-settings: datadog-opentelemetry's telemetry, remote configuration and client-side stats,
+## each switched off and all three (callgrind: per request, per idle second; what it sends)
+bench-dd-settings: bench-tools bench-valgrind mariadb
+	python3 bench/bench_dd_settings.py
+
+## bench-build: what the datadog-opentelemetry feature adds to a clean release build (CPU seconds,
+## crates) and to the binary (stripped size), in throwaway target directories (two clean builds)
+bench-build:
+	@command -v strip >/dev/null || (apt-get update -qq && apt-get install -y -qq binutils >/dev/null)
+	python3 bench/bench_build.py
 
 ## bench-seed: the instrumented service against the seed's Flask app (gunicorn/dev server, ddtrace)
 bench-seed: bench-tools
 	python3 bench/bench_seed.py
 
-## bench-memory: RSS idle, under 60 s of load, and after 1M requests with no agent
+## bench-memory: RSS idle, under 60 s of load, and after 1M requests with no agent (the exporter
+## TRACE_EXPORTER names: TRACE_EXPORTER=datadog-opentelemetry make bench-memory measures the other)
 bench-memory: bench-tools
 	python3 bench/bench_memory.py
 
-## bench-export: spans received / requests sent at 1000 req/s for 30 s
+## bench-export: spans received / requests sent at 1000 req/s for 30 s, each exporter, to the test
+## agent and to the null sink (which must count the same)
 bench-export: bench-tools
 	python3 bench/bench_export.py
 
@@ -215,19 +226,14 @@ bench-export: bench-tools
 test-parity: venv release
 	$(VENV)/bin/pytest -q tests/parity
 
-## bench-gate: instructions per request (callgrind), traced and untraced, for each route of
-## bench/budget.json; fails when one exceeds its budget by more than 3% (2 runs at a time: about
-## 1.5 minutes for 3 routes)
-bench-gate: release bench-gate-tools
+## bench-gate: instructions per request (callgrind), untraced and traced by each exporter, for each
+## route of bench/budget.json; fails when one exceeds its budget by more than 3% (2 runs at a time)
+bench-gate: release bench-valgrind
 	python3 bench/gate_instructions.py
 
 ## bench-budget-update: measure and write bench/budget.json, after an intended change (commit it, saying why)
-bench-budget-update: release bench-gate-tools
+bench-budget-update: release bench-valgrind
 	python3 bench/gate_instructions.py --update
-
-bench-gate-tools:
-	$(CARGO) build --release -p loadgen --example hello_server
-	@command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind >/dev/null)
 
 ## venv: the Python tools of the tests, pinned in requirements.txt
 venv: $(VENV)/.installed

@@ -3,15 +3,17 @@
 1. Instructions per request (callgrind, the service process only: the MariaDB server's work is not
    the service's cost) of `GET /api/visits/{id}` (an existing id), `POST /api/visits` and, for
    reference, the seed's `GET /api/apm`: untraced (DD_TRACE_ENABLED=false, DBM comments disabled),
-   traced without DBM comments, traced with DBM comments (full), so that the spans and the comment
-   each show. Spans go to a null sink. One run serves N requests of every route; one run per route
-   serves the same plus `extra` more of that route: the difference divided by `extra` is the route's
-   cost, start-up, schema and shutdown cancelling out.
-2. p50/p99 at a fixed rate (open loop) of the database routes' mix, traced (DBM full) with spans to
-   Datadog's test agent, traced to a null sink, and untraced, alternating rounds.
-3. No span lost: the database mix traced to the test agent at the fault suite's rate
-   (tests/faults.rs, 400/s), every request span and every query span counted against the requests
-   sent and the service's own `spans_exported`/`spans_dropped`/`spans_failed` (its "stopped" line).
+   and traced by each exporter (TRACE_EXPORTER) without DBM comments and with them (full), so that
+   the spans and the comment each show. Spans go to the null sink (null_agent.py). One run serves N
+   requests of every route; one run per route serves the same plus `extra` more of that route: the
+   difference divided by `extra` is the route's cost, start-up, schema and shutdown cancelling out.
+   Two runs at a time (each counts its own process).
+2. p50/p99 at a fixed rate (open loop) of the database routes' mix, untraced and traced (DBM full) by
+   each exporter, with spans to the null sink and to Datadog's test agent, alternating rounds.
+3. No span lost, with each exporter: the database mix traced to the test agent at the fault suite's
+   rate (tests/faults.rs, 400/s), every request span and every query span counted against the
+   requests sent, and, for the default exporter, against its own `spans_exported`/`spans_dropped`/
+   `spans_failed` (its "stopped" line; datadog-opentelemetry reports its queue in its own telemetry).
    A lost or dropped span exits 1.
 """
 
@@ -22,9 +24,9 @@ import tempfile
 import time
 import urllib.request
 
-from bench_instructions import send
-from common import (LOAD_CPU, RELEASE, SERVICE_CPU, MariaDb, Process, binary, free_port, loadgen, median, null_sink,
-                    service_env, test_agent, wait_for_port)
+from bench_instructions import SERVICE, measure
+from common import (EXPORTERS, LOAD_CPU, SERVICE_CPU, MariaDb, Process, binary, free_port, loadgen, median, mode_env,
+                    null_sink, test_agent, wait_for_port)
 
 # The database routes as loadgen's default mix has them (ids drawn among rows that exist: SEED_ROWS).
 DB_MIX = 'POST /api/visits {"page":"/b"}=1,GET /api/visits/{1..50}=2,GET /api/visits=1'
@@ -35,12 +37,14 @@ STATEMENTS = {"POST /api/visits": 2}
 ROUTES = [("GET /api/apm (seed, no database)", "/api/apm", 200),
           ("GET /api/visits/{id}", "/api/visits/7", 200),
           ('POST /api/visits', 'POST /api/visits {"page":"/b"}', 201)]
-# (label, DD_TRACE_ENABLED, DD_DBM_PROPAGATION_MODE)
-MODES = [("untraced", False, "disabled"), ("traced, DBM off", True, "disabled"), ("traced, DBM full", True, "full")]
+# (label, common.MODES entry, DD_DBM_PROPAGATION_MODE)
+MODES = [("untraced", "untraced", "disabled")] + [
+    (f"{exporter}, DBM {label}", exporter, dbm) for exporter in EXPORTERS for label, dbm in (("off", "disabled"),
+                                                                                           ("full", "full"))]
 
 
-def db_service_env(db, agent_url, traced, dbm):
-    return service_env(agent_url, traced, {**db.env, "DD_DBM_PROPAGATION_MODE": dbm})
+def db_service_env(db, agent_url, mode, dbm):
+    return mode_env(mode, agent_url, {**db.env, "DD_DBM_PROPAGATION_MODE": dbm})
 
 
 def seed_rows(db):
@@ -53,46 +57,30 @@ def seed_rows(db):
                + ",".join(["('/seed', 'bench')"] * (SEED_ROWS - count)))
 
 
-def total_instructions(env, batches):
-    """Instructions the service executed, start to exit, serving `batches` [(entry, status, count)]
-    one after the other."""
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "callgrind.out")
-        argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", os.path.join(RELEASE, "apm-demo")]
-        with Process(argv, env={**env, "PORT": str(port)}) as server:
-            wait_for_port(port, timeout=120)
-            for entry, status, count in batches:
-                if count:
-                    send(f"http://127.0.0.1:{port}", count, entry, status)
-            time.sleep(1.5)  # the export thread sends the last batch within its 1 s flush interval
-            server.stop()  # SIGTERM: a graceful exit, after which callgrind writes its totals
-        with open(out) as f:
-            for line in f:
-                if line.startswith("summary: "):
-                    return int(line.split()[1])
-    raise RuntimeError("callgrind wrote no summary")
-
-
 def instructions(db, sink_url, args):
     """{mode: {route label: instructions per request}}."""
+    base = [(entry, status, args.requests) for _, entry, status in ROUTES]
+    runs = []
+    for mode, exporter, dbm in MODES:
+        if mode not in args.modes:
+            continue
+        env = db_service_env(db, sink_url, exporter, dbm)
+        runs.append(((mode, None), args.binary, env, base, 0))
+        runs += [((mode, label), args.binary, env, base + [(entry, status, args.extra)], 0)
+                 for label, entry, status in ROUTES]
+    totals = measure(runs, args.jobs)
     figures = {}
-    for mode, traced, dbm in MODES:
-        env = db_service_env(db, sink_url, traced, dbm)
-        base = [(entry, status, args.requests) for _, entry, status in ROUTES]
-        first = total_instructions(env, base)
-        figures[mode] = {}
-        for label, entry, status in ROUTES:
-            second = total_instructions(env, base + [(entry, status, args.extra)])
-            figures[mode][label] = (second - first) / args.extra
-            print(f"  {mode:17} {label:34} {figures[mode][label]:>9,.0f} instructions per request", flush=True)
+    for mode in args.modes:
+        figures[mode] = {label: (totals[(mode, label)] - totals[(mode, None)]) / args.extra for label, _, _ in ROUTES}
+        for label, _, _ in ROUTES:
+            print(f"  {mode:31} {label:34} {figures[mode][label]:>9,.0f} instructions per request", flush=True)
     return figures
 
 
-def fixed_rate(db, agent_url, traced, args):
+def fixed_rate(db, agent_url, mode, args):
     """loadgen's summary of the database mix at args.rate for args.duration, against a fresh service."""
     port = free_port()
-    env = {**db_service_env(db, agent_url, traced, "full" if traced else "disabled"), "PORT": str(port)}
+    env = {**db_service_env(db, agent_url, mode, "disabled" if mode == "untraced" else "full"), "PORT": str(port)}
     with Process([binary("apm-demo")], env=env, cpu=SERVICE_CPU):
         wait_for_port(port)
         url = f"http://127.0.0.1:{port}"
@@ -116,13 +104,13 @@ def stopped_line(log_path):
     raise RuntimeError(f"the service logged no \"stopped\" line ({log_path})")
 
 
-def no_span_lost(db, args):
-    """Counts of the completeness run; `lost` is what the check fails on."""
+def no_span_lost(db, exporter, args):
+    """Counts of the completeness run with `exporter`; `lost` is what the check fails on."""
     agent_port = free_port()
     with test_agent(agent_port), tempfile.TemporaryDirectory() as tmp:
         agent_url = f"http://127.0.0.1:{agent_port}"
         port, log_path = free_port(), os.path.join(tmp, "app.log")
-        env = {**db_service_env(db, agent_url, True, "full"), "PORT": str(port)}
+        env = {**db_service_env(db, agent_url, exporter, "full"), "PORT": str(port)}
         with open(log_path, "w") as log, Process([binary("apm-demo")], env=env, cpu=SERVICE_CPU, stdout=log):
             wait_for_port(port)
             connections = server_connections(db)
@@ -148,9 +136,11 @@ def no_span_lost(db, args):
               "spans_received": len(spans), "spans_exported": stopped.get("spans_exported"),
               "spans_dropped": stopped.get("spans_dropped"), "spans_failed": stopped.get("spans_failed"),
               "mysql_connections_opened": connections}
-    # Missing spans only (a difference the other way, say a span the agent got twice, is not a loss).
-    counts["lost"] = (max(0, answered - len(requests)) + missing_queries + max(0, counts["spans_exported"] - len(spans))
-                      + counts["spans_dropped"] + counts["spans_failed"])
+    # Missing spans only (a difference the other way, say a span the agent got twice, is not a loss). The
+    # service's own counts are the default exporter's (none from datadog-opentelemetry).
+    counts["lost"] = (max(0, answered - len(requests)) + missing_queries
+                      + max(0, (counts["spans_exported"] or 0) - len(spans))
+                      + (counts["spans_dropped"] or 0) + (counts["spans_failed"] or 0))
     return counts
 
 
@@ -162,6 +152,11 @@ def main():
     parser.add_argument("--rate", type=int, default=200, help="fixed rate of the latency rounds, per second")
     parser.add_argument("--duration", type=int, default=10, help="seconds of each fixed-rate run")
     parser.add_argument("--fault-rate", type=int, default=400, help="rate of the no-span-lost run (tests/faults.rs)")
+    parser.add_argument("--binary", default=SERVICE, help="the service binary of the instruction counts")
+    parser.add_argument("--jobs", type=int, default=2, help="callgrind runs at a time (default 2)")
+    parser.add_argument("--instructions-only", action="store_true", help="part 1 only")
+    parser.add_argument("--modes", nargs="+", choices=[mode for mode, _, _ in MODES], default=[m for m, _, _ in MODES],
+                        help="the modes of part 1 (default all); any but all implies --instructions-only")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     started = time.monotonic()
@@ -172,67 +167,78 @@ def main():
               f"{SEED_ROWS} visits; the service on CPU {SERVICE_CPU}\n")
 
         print(f"1. instructions per request (callgrind, the service only; {args.requests} of each route, "
-              f"then {args.extra} more of one; spans to a null sink)", flush=True)
+              f"then {args.extra} more of one; spans to the null sink; {args.jobs} runs at a time)", flush=True)
         sink, sink_url = null_sink()
         with sink:
             figures = instructions(db, sink_url, args)
         result["instructions_per_request"] = figures
-        print(f"\n  {'route':34} {'untraced':>9} {'traced':>9} {'+DBM full':>9}   spans add  comment adds  traced/untraced")
+        if len(args.modes) < len(MODES):
+            return
+        off = figures["untraced"]
+        print(f"\n  {'route':34} {'untraced':>9}   " + "   ".join(f"{e + ', DBM off / full':>41}" for e in EXPORTERS))
         for label, _, _ in ROUTES:
-            off, on, dbm = (figures[mode][label] for mode, _, _ in MODES)
-            print(f"  {label:34} {off:>9,.0f} {on:>9,.0f} {dbm:>9,.0f}   {on - off:>9,.0f}  {dbm - on:>12,.0f}  "
-                  f"{dbm / off:>15.3f}")
+            cells = []
+            for exporter in EXPORTERS:
+                on, dbm = figures[f"{exporter}, DBM off"][label], figures[f"{exporter}, DBM full"][label]
+                cells.append(f"{on:>9,.0f} (+{on - off[label]:>7,.0f}) {dbm:>9,.0f} (x{dbm / off[label]:.2f})")
+            print(f"  {label:34} {off[label]:>9,.0f}   " + "   ".join(f"{cell:>41}" for cell in cells))
+        print("  (+n: what the spans add to untraced; xn: DBM full against untraced)")
+        if args.instructions_only:
+            return
 
         print(f"\n2. database mix at {args.rate}/s for {args.duration} s, open loop, 8 connections "
               f"({DB_MIX}); traced = DBM full", flush=True)
-        # Alternating rounds: traced to the test agent (which decodes every span in Python on CPU 1, where
-        # MariaDB and loadgen run too), traced to a null sink (the service's own cost), untraced.
+        # Alternating rounds: untraced, and each exporter to the null sink (the service's own cost) and to the
+        # test agent (which decodes every span in Python on CPU 1, where MariaDB and loadgen run too).
         agent_port = free_port()
-        sides = [("traced, test agent", f"http://127.0.0.1:{agent_port}", True),
-                 ("traced, null sink", None, True), ("untraced", None, False)]
-        runs = {label: [] for label, _, _ in sides}
         sink, sink_url = null_sink()
+        sides = [("untraced", "untraced", sink_url)] + [
+            (f"{exporter}, {where}", exporter, url) for exporter in EXPORTERS
+            for where, url in (("null sink", sink_url), ("test agent", f"http://127.0.0.1:{agent_port}"))]
+        runs = {label: [] for label, _, _ in sides}
         with test_agent(agent_port), sink:
             for round_ in range(args.rounds):
-                for label, agent_url, traced in sides:
-                    s = fixed_rate(db, agent_url or sink_url, traced, args)
+                for label, mode, agent_url in sides:
+                    s = fixed_rate(db, agent_url, mode, args)
                     runs[label].append(s)
-                    print(f"  round {round_ + 1} {label:18} {s['requests']} requests at {s['achieved_rate']:.0f}/s  "
+                    print(f"  round {round_ + 1} {label:33} {s['requests']} requests at {s['achieved_rate']:.0f}/s  "
                           f"p50 {s['latency_ms']['p50']:.3f}  p99 {s['latency_ms']['p99']:.3f} ms", flush=True)
         latency = {}
-        print(f"\n  medians of {args.rounds} rounds (ms)  {'untraced':>9}  {'traced, test agent':>26}  "
-              f"{'traced, null sink':>26}")
+        print(f"\n  medians of {args.rounds} rounds (ms), against untraced")
         for key in ("p50", "p99"):
             m = {label: median(r["latency_ms"][key] for r in runs[label]) for label, _, _ in sides}
             off = m["untraced"]
-            cells = "  ".join(f"{m[label]:>8.3f} = {m[label] / off:.2f}x {1000 * (m[label] - off):>+6.0f} us"
-                              for label in ("traced, test agent", "traced, null sink"))
-            print(f"  {key:24} {off:>9.3f}  {cells}")
+            print(f"  {key} untraced {off:.3f}")
+            for label, _, _ in sides[1:]:
+                print(f"      {label:33} {m[label]:>8.3f} = {m[label] / off:.2f}x {1000 * (m[label] - off):>+6.0f} us")
             latency[key] = {label + "_ms": value for label, value in m.items()}
         result["fixed_rate"] = {"rate": args.rate, "duration_s": args.duration, "rounds": args.rounds, **latency}
 
         print(f"\n3. no span lost: the database mix at {args.fault_rate}/s (tests/faults.rs) for {args.duration} s, "
               f"traced (DBM full) to Datadog's test agent", flush=True)
-        counts = no_span_lost(db, args)
-        result["no_span_lost"] = counts
-        print(f"  {counts['requests_sent']} requests sent at {counts['achieved_rate']:.0f}/s, {counts['answered']} "
-              f"answered, {counts['errors']} failed")
-        print(f"  test agent received {counts['spans_received']} spans: {counts['request_spans']} request spans, "
-              f"{counts['query_spans']} query spans ({counts['query_spans_in_requests']} children of a request span: "
-              f"{counts['missing_query_spans']} missing, POST counting 2, INSERT and SELECT; the one left is the "
-              f"schema's at start)")
-        print(f"  the service's stopped line: spans_exported {counts['spans_exported']}, spans_dropped "
-              f"{counts['spans_dropped']}, spans_failed {counts['spans_failed']}")
-        print(f"  lost: {counts['lost']}")
-        print(f"  MariaDB connections the service opened during the load: {counts['mysql_connections_opened']} "
-              f"({counts['mysql_connections_opened'] / counts['requests_sent']:.2f} per request)")
+        result["no_span_lost"] = {}
+        for exporter in EXPORTERS:
+            counts = no_span_lost(db, exporter, args)
+            result["no_span_lost"][exporter] = counts
+            print(f"  {exporter}: {counts['requests_sent']} requests sent at {counts['achieved_rate']:.0f}/s, "
+                  f"{counts['answered']} answered, {counts['errors']} failed")
+            print(f"    test agent received {counts['spans_received']} spans: {counts['request_spans']} request spans, "
+                  f"{counts['query_spans']} query spans ({counts['query_spans_in_requests']} children of a request "
+                  f"span: {counts['missing_query_spans']} missing, POST counting 2, INSERT and SELECT; the one left is "
+                  f"the schema's at start)")
+            if counts["spans_exported"] is not None:
+                print(f"    the service's stopped line: spans_exported {counts['spans_exported']}, spans_dropped "
+                      f"{counts['spans_dropped']}, spans_failed {counts['spans_failed']}")
+            print(f"    lost: {counts['lost']}")
+            print(f"    MariaDB connections the service opened during the load: {counts['mysql_connections_opened']} "
+                  f"({counts['mysql_connections_opened'] / counts['requests_sent']:.2f} per request)", flush=True)
     result["wall_s"] = round(time.monotonic() - started)
     print(f"\nwall time {result['wall_s']} s")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
-    if counts["lost"] or counts["errors"]:
-        raise SystemExit("FAIL: spans lost (or requests failed) in the no-span-lost run")
+    if any(counts["lost"] or counts["errors"] for counts in result["no_span_lost"].values()):
+        raise SystemExit("FAIL: spans lost (or requests failed) in a no-span-lost run")
 
 
 if __name__ == "__main__":

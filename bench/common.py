@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "local"))
@@ -73,11 +74,11 @@ class Process:
     def __exit__(self, *exc):
         self.stop()
 
-    def stop(self):
+    def stop(self, timeout=20):
         if self.popen.poll() is None:
             self.popen.terminate()
             try:
-                self.popen.wait(timeout=20)
+                self.popen.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait()
@@ -93,25 +94,53 @@ class Process:
         raise RuntimeError(f"no {field} for {pid}")
 
 
-def service_env(agent_url=None, traced=True, extra=None):
+# The ways the benchmarks run the service: untraced, and traced by each exporter (`TRACE_EXPORTER`,
+# docs/service.md): the default, then Datadog's own Rust tracer.
+EXPORTERS = ("opentelemetry-datadog", "datadog-opentelemetry")
+MODES = ("untraced",) + EXPORTERS
+
+
+def service_env(agent_url=None, traced=True, extra=None, exporter=None):
     """The service's environment in the benchmarks (all but PORT): JSON logs, spans to agent_url (by
-    default a port where nothing listens)."""
+    default a port where nothing listens), through `exporter` (by default TRACE_EXPORTER's value in
+    the caller's environment, else the service's default)."""
     return {"HOST": "127.0.0.1", "LOG_FORMAT": "json", "DD_TRACE_ENABLED": str(traced).lower(),
-            "DD_TRACE_AGENT_URL": agent_url or f"http://127.0.0.1:{free_port()}", **(extra or {})}
+            "DD_TRACE_AGENT_URL": agent_url or f"http://127.0.0.1:{free_port()}",
+            **({"TRACE_EXPORTER": exporter} if exporter else {}), **(extra or {})}
 
 
-def service(port, agent_url=None, traced=True, extra=None):
-    env = {**service_env(agent_url, traced, extra), "PORT": str(port)}
+def mode_env(mode, agent_url=None, extra=None):
+    """service_env for one of MODES."""
+    traced = mode != "untraced"
+    return service_env(agent_url, traced, extra, exporter=mode if traced else None)
+
+
+def service(port, agent_url=None, traced=True, extra=None, exporter=None):
+    env = {**service_env(agent_url, traced, extra, exporter), "PORT": str(port)}
     process = Process([binary("apm-demo")], env=env, cpu=SERVICE_CPU)
     wait_for_port(port)
     return process
 
 
-def null_sink():
-    """A trace agent that accepts every payload and discards it: loadgen's minimal `hello_server`."""
-    process = Process([binary("examples/hello_server")], cpu=LOAD_CPU, stdout=subprocess.PIPE)
+def null_sink(count=False, delay=0.0):
+    """A trace agent that discards what it receives and answers what each exporter asks of an Agent
+    (bench/null_agent.py); with `count`, it decodes the payloads to count their spans (`sink_counts`);
+    with `delay`, it answers each trace payload that many seconds late (a slow Agent)."""
+    python = os.path.join(VENV_BIN, "python")
+    argv = [python if os.access(python, os.X_OK) else sys.executable, os.path.join(ROOT, "bench", "null_agent.py")]
+    argv += (["--count"] if count else []) + (["--delay", str(delay)] if delay else [])
+    process = Process(argv, cpu=LOAD_CPU, stdout=subprocess.PIPE)
     address = process.popen.stdout.readline().decode().strip()
+    if not address:
+        process.stop()
+        raise RuntimeError("bench/null_agent.py did not start")
     return process, f"http://{address}"
+
+
+def sink_counts(sink_url):
+    """What the null sink has received: {"requests"/"bytes": {"METHOD /path": n}, and with counting "spans"}."""
+    with urllib.request.urlopen(f"{sink_url}/counts") as response:
+        return json.load(response)
 
 
 def test_agent(port):

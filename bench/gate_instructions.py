@@ -1,11 +1,11 @@
 """bench-gate: instructions per request against the committed budget (bench/budget.json); CI fails past it.
 
-For each route of the budget (a seed route, a 404, and any route added there later: a database route, a
-route with a flag evaluated), the release service runs under callgrind untraced and traced, as `make
-bench-instructions` measures it (bench_instructions.total_instructions: the difference of two runs,
-`requests` and `requests + extra` requests, divided by `extra`), two runs at a time. A figure more than
-`tolerance_percent` above its budget fails the gate, which prints the old and new figures and how to
-accept them.
+For each route of the budget (a seed route, a 404, a route with a flag evaluated, and any route added
+there later) and each mode (untraced, traced by opentelemetry-datadog, traced by datadog-opentelemetry:
+common.MODES), the release service runs under callgrind as `make bench-instructions` measures it
+(bench_instructions.measure: the difference of two runs, `requests` and `requests + extra` requests,
+divided by `extra`; spans to the null sink), two runs at a time. A figure more than `tolerance_percent`
+above its budget fails the gate, which prints the old and new figures and how to accept them.
 
     python3 bench/gate_instructions.py            # the gate (make bench-gate, run by make test)
     python3 bench/gate_instructions.py --update   # measure and write the figures (make bench-budget-update)
@@ -19,41 +19,33 @@ import os
 import sys
 import time
 
-from concurrent.futures import ThreadPoolExecutor
-
-from bench_instructions import service, total_instructions
-from common import ROOT, null_sink
+from bench_instructions import SERVICE, measure
+from common import MODES, ROOT, mode_env, null_sink
 
 BUDGET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "budget.json")
-MODES = (("untraced", False), ("traced", True))
 
 
-def measure(budget, sink_url, jobs):
-    """{route name: {mode: instructions per request}} for every route of the budget. The callgrind runs
-    (two per route and mode) go `jobs` at a time: each counts its own process's instructions, so runs
-    side by side give the same figures, sooner (valgrind's start-up is most of a run)."""
-    runs = [(route["name"], mode, count, route) for route in budget["routes"] for mode, _ in MODES
-            for count in (budget["requests"], budget["requests"] + budget["extra"])]
-
-    def run(task):
-        _, mode, count, route = task
-        binary, env = service(mode == "traced", sink_url)
+def measure_budget(budget, sink_url, jobs):
+    """{route name: {mode: instructions per request}} for every route and mode of the budget: two
+    callgrind runs each, `jobs` at a time."""
+    runs = []
+    for route in budget["routes"]:
         # A route's own settings (a flag file): paths relative to the repository.
-        env = {**env, **{k: os.path.join(ROOT, v) if k.endswith("_PATH") else v
-                         for k, v in route.get("env", {}).items()}}
-        return total_instructions(binary, env, count, route["path"], route["status"])
-
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        totals = dict(zip([task[:3] for task in runs], pool.map(run, runs)))
+        settings = {k: os.path.join(ROOT, v) if k.endswith("_PATH") else v for k, v in route.get("env", {}).items()}
+        for mode in MODES:
+            for count in (budget["requests"], budget["requests"] + budget["extra"]):
+                runs.append(((route["name"], mode, count), SERVICE, mode_env(mode, sink_url, settings),
+                             [(route["path"], route["status"], count)], 0))
+    totals = measure(runs, jobs)
     figures = {}
     for route in budget["routes"]:
         figures[route["name"]] = {}
-        for mode, _ in MODES:
+        for mode in MODES:
             first = totals[(route["name"], mode, budget["requests"])]
             second = totals[(route["name"], mode, budget["requests"] + budget["extra"])]
             value = (second - first) / budget["extra"]
             figures[route["name"]][mode] = round(value)
-            print(f"  {route['name']:12} {route['path']:18} {mode:9} {value:>9,.0f} instructions per request",
+            print(f"  {route['name']:6} {route['path']:15} {mode:21} {value:>9,.0f} instructions per request",
                   flush=True)
     return figures
 
@@ -62,18 +54,18 @@ def check(budget, figures):
     """Prints budget against measured figures; returns the figures over budget."""
     tolerance = budget["tolerance_percent"]
     over = []
-    print(f"\n{'route':12} {'mode':9} {'budget':>9} {'measured':>9} {'change':>8}")
+    print(f"\n{'route':6} {'mode':21} {'budget':>9} {'measured':>9} {'change':>8}")
     for route in budget["routes"]:
-        for mode, _ in MODES:
+        for mode in MODES:
             old, new = route.get(mode), figures[route["name"]][mode]
             if old is None:
-                print(f"{route['name']:12} {mode:9} {'none':>9} {new:>9,}   no budget yet")
+                print(f"{route['name']:6} {mode:21} {'none':>9} {new:>9,}   no budget yet")
                 over.append((route["name"], mode, old, new))
                 continue
             change = 100.0 * (new - old) / old
             verdict = "OVER BUDGET" if change > tolerance else ("below: consider updating" if change < -tolerance
                                                                  else "ok")
-            print(f"{route['name']:12} {mode:9} {old:>9,} {new:>9,} {change:>+7.1f}%  {verdict}")
+            print(f"{route['name']:6} {mode:21} {old:>9,} {new:>9,} {change:>+7.1f}%  {verdict}")
             if change > tolerance:
                 over.append((route["name"], mode, old, new))
     return over
@@ -89,9 +81,10 @@ def main():
     started = time.monotonic()
     sink, sink_url = null_sink()
     with sink:
-        figures = measure(budget, sink_url, args.jobs)
+        figures = measure_budget(budget, sink_url, args.jobs)
     over = check(budget, figures)
-    print(f"\n{len(budget['routes']) * 2} figures in {time.monotonic() - started:.0f} s")
+    print(f"\n{len(budget['routes']) * len(MODES)} figures ({len(budget['routes']) * len(MODES) * 2} callgrind runs, "
+          f"{args.jobs} at a time) in {time.monotonic() - started:.0f} s")
     if args.update:
         for route in budget["routes"]:
             route.update(figures[route["name"]])
