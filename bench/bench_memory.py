@@ -1,9 +1,12 @@
 """bench-memory: the service's resident memory idle, under sustained load, after 1,000,000 requests
-with no agent listening (the bounded export queue must cap it), and per open connection: silent,
-idle between requests, and holding an unfinished request head of the largest size served, at 1,000
-and 10,000 connections; from those, how many connections fit the container's memory."""
+with no agent listening, with its span queue full (an agent that accepts and never answers, requests
+carrying the largest URL and user agent a head can hold: the bounded export queue must cap it), and
+per open connection: silent, idle between requests, and holding an unfinished request head of the
+largest size served, at 1,000 and 10,000 connections; from those, how many connections fit the
+container's memory."""
 
 import argparse
+import http.client
 import os
 import resource
 import socket
@@ -16,11 +19,19 @@ QUIET = {"RUST_LOG": "warn,apm_demo=info,apm_demo::access=warn"}
 
 # The largest request head the service reads (src/server.rs MAX_HEAD_BYTES): one byte less is held.
 MAX_HEAD_BYTES = 16 * 1024
-# What the Kubernetes manifest gives the service's container (deploy/kubernetes/manifests/10-app.yaml).
+# What the Kubernetes manifest gives the service's container, and the exporter it runs
+# (deploy/kubernetes/manifests/10-app.yaml).
 CONTAINER_MIB = 64
-# Kept free in the container for what the figures do not show: allocator fragmentation, a burst of
-# spans, the kernel's socket memory (charged to the container, not in RSS).
+CONTAINER_EXPORTER = "opentelemetry-datadog"
+# Kept free in the container for what no figure shows: allocator fragmentation, page cache charged to
+# the container's cgroup (deploy/kubernetes/tests/test_k8s_consistency.py keeps as much free).
 HEADROOM_MIB = 8
+
+# The peak with the span queue full (the queue part), for the connections part run alone.
+QUEUE_PEAK_MIB = 30.9
+# The kernel's memory for one connected socket, charged to the container's cgroup but not in RSS
+# (/proc/slabinfo: TCP 2,368 bytes, sock_inode_cache 832, filp, dentry and eventpoll_epi 512).
+SOCKET_KIB = 3.7
 
 # What each kind of connection sends before it holds still.
 KINDS = {
@@ -123,11 +134,13 @@ def connections(args):
 
 def fit(worst_kib, peak_mib):
     """How many connections, each at the costliest measured, fit the container beside the service's
-    own peak under load and the headroom."""
+    own peak (under load, or with its span queue full: the higher) and the headroom."""
     room = CONTAINER_MIB - peak_mib - HEADROOM_MIB
-    fits = int(room * 1024 / worst_kib)
-    print(f"  the container's {CONTAINER_MIB} MiB - {peak_mib:.1f} MiB peak under load - {HEADROOM_MIB} MiB headroom "
-          f"= {room:.1f} MiB: {fits:,} connections at {worst_kib:.1f} KiB each")
+    each = worst_kib + SOCKET_KIB
+    fits = int(room * 1024 / each)
+    print(f"  the container's {CONTAINER_MIB} MiB - {peak_mib:.1f} MiB the service's own peak - {HEADROOM_MIB} MiB "
+          f"headroom = {room:.1f} MiB: {fits:,} connections at {worst_kib:.1f} + {SOCKET_KIB} KiB (its socket) each, "
+          f"held still (a flood adds what the allocator keeps of the connections it frees: tests/limits.rs)")
 
 
 def load(args):
@@ -153,21 +166,76 @@ def load(args):
     return peak / 1024
 
 
+def stalled_agent():
+    """A trace agent that accepts connections and never reads or answers: every export waits for its
+    timeout while the queue fills. Returns the listening socket (close it to stop) and its URL."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)  # connections complete in the kernel's backlog; nothing ever accepts them
+    return listener, f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+def full_queue(args):
+    """Peak RSS of the service with its span queue full, printed per exporter: requests as fast as
+    one client sends them for `--queue-seconds`, each with a URL and a user agent far past what a
+    span keeps (trace_layer.rs MAX_CLIENT_VALUE, 1 KiB), to an agent that never answers. Returns the
+    container's exporter's peak, in MiB."""
+    query = "/api/apm?fill=" + "q" * 4000
+    agent_header = "ua-" + "u" * 8000
+    peaks = {}
+    for exporter in args.exporters.split(","):
+        listener, agent_url = stalled_agent()
+        try:
+            port = free_port()
+            env = {**service_env(agent_url, extra=QUIET), "PORT": str(port), "TRACE_EXPORTER": exporter}
+            with Process([args.binary or binary("apm-demo")], env=env, cpu=SERVICE_CPU) as svc:
+                wait_for_port(port)
+                time.sleep(1)
+                idle = svc.rss_kib()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                sent, started = 0, time.monotonic()
+                while time.monotonic() - started < args.queue_seconds:
+                    conn.request("GET", query, headers={"User-Agent": agent_header})
+                    response = conn.getresponse()
+                    response.read()
+                    if response.status != 200:
+                        raise RuntimeError(f"{exporter}: answered {response.status}")
+                    sent += 1
+                conn.close()
+                peak = svc.rss_kib("VmHWM")
+        finally:
+            listener.close()
+        peaks[exporter] = peak / 1024
+        print(f"  span queue full ({exporter}, agent never answers; {sent:,} requests in {args.queue_seconds} s "
+              f"with a {len(query):,}-byte URL and a {len(agent_header):,}-byte user agent): "
+              f"RSS {idle / 1024:.1f} MiB idle, peak {peak / 1024:.1f} MiB")
+    for exporter, peak in peaks.items():
+        if peak + HEADROOM_MIB >= CONTAINER_MIB:
+            print(f"  with {exporter} the service alone does not fit the container's {CONTAINER_MIB} MiB")
+    return peaks.get(CONTAINER_EXPORTER, args.queue_peak_mib)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sustained", type=int, default=60, help="seconds of sustained load")
     parser.add_argument("--requests", type=int, default=1_000_000)
-    parser.add_argument("--part", choices=["all", "load", "connections"], default="all")
+    parser.add_argument("--part", choices=["all", "load", "queue", "connections"], default="all")
     parser.add_argument("--binary", help="the service binary of the connections part (default: the release build)")
     parser.add_argument("--counts", default="1000,10000", help="connections held, in steps")
     parser.add_argument("--head-bytes", type=int, default=MAX_HEAD_BYTES,
                         help="the largest head the binary reads (its unfinished heads are one byte less)")
     parser.add_argument("--peak-mib", type=float, default=23.0,
                         help="the service's own peak under load, when the load part is not run (bench/README.md)")
+    parser.add_argument("--queue-seconds", type=int, default=10, help="seconds of requests into a full queue")
+    parser.add_argument("--exporters", default="opentelemetry-datadog,datadog-opentelemetry",
+                        help="the TRACE_EXPORTER values whose full queue is measured")
+    parser.add_argument("--queue-peak-mib", type=float, default=QUEUE_PEAK_MIB,
+                        help="the peak with the span queue full, when the queue part is not run (bench/README.md)")
     args = parser.parse_args()
     peak = load(args) if args.part in ("all", "load") else args.peak_mib
+    queue = full_queue(args) if args.part in ("all", "queue") else args.queue_peak_mib
     if args.part in ("all", "connections"):
-        fit(connections(args), peak)
+        fit(connections(args), max(peak, queue))
 
 
 if __name__ == "__main__":
