@@ -59,9 +59,9 @@ pub struct ServerConfig {
 
     /// Open connections at most; past it a new connection takes the place of the one that has
     /// waited longest for a request head. The default is what fits the Kubernetes container's
-    /// 64 MiB with every connection holding a full request head and the span queue full
+    /// 96 MiB with every connection holding a full request head and the span queue full
     /// (docs/service.md, "Under attack and overload").
-    #[arg(long, env = "MAX_CONNECTIONS", value_name = "MAX_CONNECTIONS", default_value_t = 640, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "MAX_CONNECTIONS", value_name = "MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
     /// Deadline of a request: past it the handler is cancelled and the client gets 504.

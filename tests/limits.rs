@@ -1,6 +1,6 @@
 //! The limits under load, measured, so on the release build and one test at a time (`make test`):
 //!
-//! - hostile connections against the release binary at its default connection limit (640: what fits
+//! - hostile connections against the release binary at its default connection limit (1,024: what fits
 //!   the Kubernetes container's memory, docs/service.md): floods of 3,000 silent, trickling, or keep-alive-then-idle connections
 //!   from an attacker that reconnects as soon as one is closed, and a flood of unfinished request
 //!   heads of the largest size served. A normal client's requests (on its kept-alive connection and
@@ -39,9 +39,9 @@ use helpers::{TestApp, spawn_app_serving};
 use http::StatusCode;
 use service::Service;
 
-/// The default connection limit (docs/service.md: what fits the container's 64 MiB with every
+/// The default connection limit (docs/service.md: what fits the container's 96 MiB with every
 /// connection holding a full request head), which the service runs with here.
-const LIMIT: u64 = 640;
+const LIMIT: u64 = 1024;
 /// Resident memory a connection costs at most, in a flood of unfinished 16 KiB heads: 22.6 KiB
 /// each held still (`make bench-memory`), up to 34.5 KiB at the peak of a flood here (at 768
 /// connections), where the allocator keeps the memory of the connections it has just freed. The
