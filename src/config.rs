@@ -118,7 +118,6 @@ pub struct DatadogConfig {
 
     /// Which exporter sends the spans to the agent: opentelemetry-datadog (the crate the project was
     /// specified with, deprecated upstream) or datadog-opentelemetry (Datadog's own Rust tracer,
-
     /// dd-trace-rs). docs/service.md#which-exporter compares them.
     #[arg(long, env = "TRACE_EXPORTER", value_name = "TRACE_EXPORTER", value_enum, default_value_t = TraceExporter::OpentelemetryDatadog)]
     pub trace_exporter: TraceExporter,
