@@ -5,6 +5,7 @@ session's, shared by every module; a module named conftest.py here would shadow 
 own, which its tests import by that name)."""
 
 import os
+import secrets
 import subprocess
 import time
 from pathlib import Path
@@ -28,7 +29,15 @@ def run_local(out, **env):
 
 
 @pytest.fixture(scope="session")
-def local_run(tmp_path_factory):
+def local_run_passwords():
+    """The MariaDB passwords the session's run uses: random, given through the environment (as a user
+    may), so that a test can look for them in everything the run leaves."""
+    return {name: "pw-" + secrets.token_urlsafe(18)
+            for name in ("MYSQL_ROOT_PASSWORD", "MYSQL_APP_PASSWORD", "MYSQL_DATADOG_PASSWORD")}
+
+
+@pytest.fixture(scope="session")
+def local_run(tmp_path_factory, local_run_passwords):
     """One 5 s run as docs/local.md's example, with the binaries found through CARGO_TARGET_DIR: a
     target directory elsewhere whose release/ is the build's. (stdout, seconds, OUT directory)"""
     tmp = tmp_path_factory.mktemp("local")
@@ -36,7 +45,7 @@ def local_run(tmp_path_factory):
     (tmp / "target" / "release").symlink_to(BIN_DIR)
     started = time.monotonic()
     result = run_local(tmp / "out", DURATION=docs_example.DURATION, RATE="50", PORT="0",
-                       CARGO_TARGET_DIR=str(tmp / "target"))
+                       CARGO_TARGET_DIR=str(tmp / "target"), **local_run_passwords)
     seconds = time.monotonic() - started
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout, seconds, tmp / "out"

@@ -135,6 +135,22 @@ def test_the_run_keeps_its_traces_and_logs(local_run):
         "the summary's last line is the service page's address"
 
 
+def test_no_password_is_in_anything_the_run_leaves(local_run, local_run_passwords):
+    """The run's MariaDB passwords (given through the environment, which the launcher uses rather than
+    generating its own: local/test_mariadb_server.py) appear in none of what `make local` prints or
+    leaves behind: its output, the service's, the test agent's and MariaDB's logs, the traces, the
+    pages, the summaries. The database routes and the DBM sample prove both accounts logged in."""
+    out, _, out_dir = local_run
+    summary_json = json.loads((out_dir / "summary.json").read_text())
+    assert summary_json["resources"]["POST /api/visits"]["hits"] > 0 and summary_json["dbm"]["linked"]
+    files = [path for path in out_dir.rglob("*") if path.is_file()]
+    assert {"app.log", "mariadb.log", "traces.json", "service.html"} <= {path.name for path in files}
+    for name, password in local_run_passwords.items():
+        assert password not in out, name
+        for path in files:
+            assert password.encode() not in path.read_bytes(), f"{name} in {path.name}"
+
+
 def test_every_trace_is_whole_loadgen_then_the_service_then_its_queries(local_run):
     """Issue 24's completeness, on the traces the test agent received: each request's trace has one
     root, loadgen's client span, whose one child is the service's server span, whose children are its
