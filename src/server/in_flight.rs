@@ -169,8 +169,8 @@ mod tests {
 
     /// A registry with room for one connection, and that connection served by `router()`.
     fn served() -> (Arc<Registry>, Tracked) {
-        let registry = Registry::new(1);
-        let Admission::Admitted(connection) = registry.admit() else {
+        let registry = Registry::new(1, 1);
+        let Admission::Admitted { connection, .. } = registry.admit() else {
             panic!("no room");
         };
         (registry, Tracked::new(router(), Arc::new(connection)))
@@ -180,11 +180,15 @@ mod tests {
         Request::get(path).body(Body::empty()).unwrap()
     }
 
-    /// Whether a newcomer would evict the connection now (it waits for a head), rather than wait.
+    /// Whether a newcomer evicts the connection (it waits for a head), rather than wait (it has a
+    /// request in flight).
     fn evictable(registry: &Arc<Registry>) -> bool {
         match registry.admit() {
-            Admission::Wait { evicted } => evicted,
-            Admission::Admitted(_) => panic!("admitted past the limit"),
+            Admission::Admitted { evicted, .. } => {
+                assert!(evicted, "admitted past the limit");
+                true
+            }
+            Admission::Wait => false,
         }
     }
 

@@ -1,7 +1,9 @@
 //! The open connections: at most `MAX_CONNECTIONS` of them, and among them the ones waiting for a
 //! request head, in the order they began waiting, so that a new connection past the limit takes the
 //! place of the one that has waited longest instead of waiting behind it (docs/service.md, "Under
-//! attack and overload").
+//! attack and overload"). The newcomer is served at once; the evicted connection closes when the
+//! runtime next runs its task, and a few of those (`EVICTED_CLOSING_AT_MOST` in `server.rs`) may
+//! still be closing beside the limit.
 //!
 //! A connection waits from its accept, and again from the end of each response, until its next
 //! request head has arrived ([`Connection::begin_request`], when hyper calls the service): a silent
@@ -26,13 +28,16 @@ pub(crate) struct Registry {
 
 /// What the accept loop learns when it asks for room for a new connection.
 pub(crate) enum Admission {
-    /// Under the limit: the new connection's place (give it the task that serves it:
-    /// [`Connection::served_by`]).
-    Admitted(Connection),
-    /// At the limit: wait for [`Registry::room`]. `evicted`: the connection that had waited longest
-    /// for a head was told to close to make that room; otherwise every connection is busy serving
-    /// a request, or one evicted earlier is still closing.
-    Wait { evicted: bool },
+    /// The new connection's place (give it the task that serves it: [`Connection::served_by`]).
+    /// `evicted`: it took the place of the connection that had waited longest for a head, which
+    /// was told to close.
+    Admitted {
+        connection: Connection,
+        evicted: bool,
+    },
+    /// At the limit with nothing to evict: every connection is busy serving a request, or
+    /// as many evicted ones as may be are still closing. Wait for [`Registry::room`].
+    Wait,
 }
 
 struct Table {
@@ -41,8 +46,9 @@ struct Table {
     /// The waiting list's ends: the connection that has waited longest, and the latest to begin.
     oldest: Option<usize>,
     newest: Option<usize>,
-    /// Evicted, not closed yet: room already on its way, so no second eviction for it.
+    /// Evicted, not closed yet (open beside the limit), and how many may be.
     closing: usize,
+    closing_at_most: usize,
     /// The accept loop waits for room: only then do closes and new waiters wake it.
     acceptor_waits: bool,
 }
@@ -67,7 +73,8 @@ enum State {
 }
 
 impl Registry {
-    pub(crate) fn new(limit: usize) -> Arc<Self> {
+    /// Room for `limit` connections, and `closing_at_most` evicted ones closing beside them.
+    pub(crate) fn new(limit: usize, closing_at_most: usize) -> Arc<Self> {
         Arc::new(Self {
             table: Mutex::new(Table {
                 limit,
@@ -75,36 +82,45 @@ impl Registry {
                 oldest: None,
                 newest: None,
                 closing: 0,
+                closing_at_most,
                 acceptor_waits: false,
             }),
             room: Notify::new(),
         })
     }
 
-    /// Room for a connection just accepted: its place if there is one; past the limit, evicts the
-    /// connection that has waited longest for a head (unless one evicted before is still closing).
+    /// Room for a connection just accepted: its place if there is one; past the limit, the place of
+    /// the connection that has waited longest for a head, which is evicted.
     pub(crate) fn admit(self: &Arc<Self>) -> Admission {
         let mut table = self.lock();
-        if table.entries.len() < table.limit {
-            table.acceptor_waits = false;
-            let key = table.entries.insert(Entry {
-                state: State::Busy,
-                older: None,
-                newer: None,
-                task: None,
-            });
-            table.push_newest(key);
-            return Admission::Admitted(Connection {
+        let evicted = if table.entries.len() - table.closing < table.limit {
+            false
+        } else if let Some(key) = table
+            .oldest
+            .filter(|_| table.closing < table.closing_at_most)
+        {
+            table.unlink(key);
+            table.evict(key);
+            true
+        } else {
+            table.acceptor_waits = true;
+            return Admission::Wait;
+        };
+        table.acceptor_waits = false;
+        let key = table.entries.insert(Entry {
+            state: State::Busy,
+            older: None,
+            newer: None,
+            task: None,
+        });
+        table.push_newest(key);
+        Admission::Admitted {
+            connection: Connection {
                 registry: self.clone(),
                 key,
-            });
+            },
+            evicted,
         }
-        table.acceptor_waits = true;
-        if table.closing > 0 {
-            return Admission::Wait { evicted: false };
-        }
-        let evicted = table.pop_oldest().map(|key| table.evict(key)).is_some();
-        Admission::Wait { evicted }
     }
 
     /// Completes when [`Self::admit`] may find room (call it again: it can still be short of it).
@@ -244,23 +260,47 @@ mod tests {
 
     use super::*;
 
-    /// A connection admitted, and a task standing in for the one that serves it.
-    fn admitted(registry: &Arc<Registry>) -> (Connection, JoinHandle<()>) {
+    /// A task standing in for the one that serves `connection`.
+    fn serve(connection: &Connection) -> JoinHandle<()> {
+        let task = tokio::spawn(std::future::pending());
+        connection.served_by(task.abort_handle());
+        task
+    }
+
+    /// A newcomer: its connection and task, and whether it evicted one; None if it must wait.
+    fn arrive(registry: &Arc<Registry>) -> Option<(Connection, JoinHandle<()>, bool)> {
         match registry.admit() {
-            Admission::Admitted(connection) => {
-                let task = tokio::spawn(std::future::pending());
-                connection.served_by(task.abort_handle());
-                (connection, task)
+            Admission::Admitted {
+                connection,
+                evicted,
+            } => {
+                let task = serve(&connection);
+                Some((connection, task, evicted))
             }
-            Admission::Wait { evicted } => panic!("no room (evicted: {evicted})"),
+            Admission::Wait => None,
         }
     }
 
-    fn wait(registry: &Arc<Registry>) -> bool {
-        match registry.admit() {
-            Admission::Admitted(..) => panic!("admitted past the limit"),
-            Admission::Wait { evicted } => evicted,
+    /// A newcomer under the limit.
+    fn admitted(registry: &Arc<Registry>) -> (Connection, JoinHandle<()>) {
+        match arrive(registry) {
+            Some((connection, task, false)) => (connection, task),
+            Some((.., true)) => panic!("evicted one under the limit"),
+            None => panic!("no room"),
         }
+    }
+
+    /// A newcomer past the limit, which evicts one.
+    fn evicting(registry: &Arc<Registry>) -> (Connection, JoinHandle<()>) {
+        match arrive(registry) {
+            Some((connection, task, true)) => (connection, task),
+            Some((.., false)) => panic!("admitted past the limit"),
+            None => panic!("waits: nothing evicted"),
+        }
+    }
+
+    fn waits(registry: &Arc<Registry>) -> bool {
+        matches!(registry.admit(), Admission::Wait)
     }
 
     /// Whether the connection's task was aborted (once the runtime has had a turn to end it).
@@ -278,93 +318,106 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn past_the_limit_the_connection_that_waited_longest_is_evicted() {
-        let registry = Registry::new(2);
+    async fn past_the_limit_a_newcomer_takes_the_place_of_the_connection_that_waited_longest() {
+        let registry = Registry::new(2, 1);
         let (_a, a) = admitted(&registry);
         let (_b, b) = admitted(&registry);
-        assert!(wait(&registry), "the newcomer evicts one");
+        let (_c, c) = evicting(&registry);
         assert!(evicted(&a).await, "the first to wait");
-        assert!(!evicted(&b).await);
+        assert!(!evicted(&b).await && !evicted(&c).await);
     }
 
     #[tokio::test]
     async fn a_connection_with_a_request_in_flight_is_never_evicted() {
-        let registry = Registry::new(3);
+        let registry = Registry::new(3, 3);
         let (a, a_task) = admitted(&registry);
-        let (b, b_task) = admitted(&registry);
+        let (_b, b_task) = admitted(&registry);
         let (c, c_task) = admitted(&registry);
         assert!(a.begin_request());
         // b waited longest of those waiting.
-        assert!(wait(&registry));
+        let (_d, d_task) = evicting(&registry);
         assert!(!evicted(&a_task).await && evicted(&b_task).await);
-        drop(b);
-        let (d, d_task) = admitted(&registry);
         // c waits again from the end of its response: now after d.
         assert!(c.begin_request());
         c.end_request();
-        assert!(wait(&registry));
+        let (_e, e_task) = evicting(&registry);
         assert!(evicted(&d_task).await && !evicted(&c_task).await);
-        drop(d);
-        let (_e, e_task) = admitted(&registry);
-        assert!(wait(&registry));
-        assert!(evicted(&c_task).await && !evicted(&e_task).await);
+        let (_f, f_task) = evicting(&registry);
+        assert!(evicted(&c_task).await && !evicted(&e_task).await && !evicted(&f_task).await);
         assert!(!evicted(&a_task).await, "a's request is still in flight");
     }
 
     #[tokio::test]
     async fn an_evicted_connection_serves_no_more_requests() {
-        let registry = Registry::new(1);
+        let registry = Registry::new(1, 1);
         let (a, _a_task) = admitted(&registry);
-        assert!(wait(&registry));
+        let _b = evicting(&registry);
         assert!(!a.begin_request());
     }
 
     #[tokio::test]
     async fn a_connection_evicted_before_its_task_is_known_has_it_aborted_at_once() {
-        let registry = Registry::new(1);
-        let Admission::Admitted(a) = registry.admit() else {
+        let registry = Registry::new(1, 1);
+        let Admission::Admitted { connection: a, .. } = registry.admit() else {
             panic!("no room");
         };
-        assert!(wait(&registry));
-        let task = tokio::spawn(std::future::pending::<()>());
-        a.served_by(task.abort_handle());
+        let _b = evicting(&registry);
+        let task = serve(&a);
         assert!(evicted(&task).await);
     }
 
     #[tokio::test]
-    async fn one_eviction_per_newcomer_until_the_evicted_connection_has_closed() {
-        let registry = Registry::new(2);
-        let (a, _a_task) = admitted(&registry);
-        let (_b, b_task) = admitted(&registry);
-        assert!(wait(&registry));
-        // The newcomer asks again before `a` has closed: room is on its way, b stays.
-        assert!(!wait(&registry));
-        assert!(!evicted(&b_task).await);
+    async fn evicted_connections_still_closing_are_bounded_and_then_a_newcomer_waits() {
+        let registry = Registry::new(2, 2);
+        let (a, _) = admitted(&registry);
+        let (b, _) = admitted(&registry);
+        let (_c, c_task) = evicting(&registry);
+        let (_d, d_task) = evicting(&registry);
+        // a and b are still closing: 4 open, the limit plus two closing; the next one waits,
+        // though c and d are waiting for a head.
+        assert!(waits(&registry));
+        assert!(!evicted(&c_task).await && !evicted(&d_task).await);
         drop(a);
-        let _c = admitted(&registry);
-        // Closing is done: the next newcomer evicts again.
-        assert!(wait(&registry));
-        assert!(evicted(&b_task).await);
+        let (_e, _) = evicting(&registry);
+        assert!(evicted(&c_task).await && !evicted(&d_task).await);
+        drop(b);
+        let (_f, _) = evicting(&registry);
+        assert!(evicted(&d_task).await);
+    }
+
+    #[tokio::test]
+    async fn under_the_limit_while_evicted_ones_close_a_newcomer_evicts_no_one() {
+        let registry = Registry::new(2, 1);
+        let (_a, _) = admitted(&registry);
+        let (b, _) = admitted(&registry);
+        let (_c, c_task) = evicting(&registry);
+        // b closed on its own while a still closes: room under the limit, no eviction.
+        drop(b);
+        let _d = admitted(&registry);
+        assert!(!evicted(&c_task).await);
     }
 
     #[tokio::test]
     async fn when_every_connection_is_busy_a_newcomer_waits_until_one_finishes() {
-        let registry = Registry::new(1);
+        let registry = Registry::new(1, 1);
         let (a, a_task) = admitted(&registry);
         assert!(a.begin_request());
-        assert!(!wait(&registry), "nothing to evict");
+        assert!(waits(&registry), "nothing to evict");
         let room = registry.room();
         let mut room = std::pin::pin!(room);
         assert!(!ready(room.as_mut()));
         a.end_request();
         assert!(ready(room), "the accept loop is woken");
-        assert!(wait(&registry), "and evicts the connection now waiting");
-        assert!(evicted(&a_task).await);
+        let _b = evicting(&registry);
+        assert!(
+            evicted(&a_task).await,
+            "the connection now waiting is evicted"
+        );
     }
 
     #[tokio::test]
     async fn a_close_wakes_the_accept_loop_only_when_it_waits_for_room() {
-        let registry = Registry::new(1);
+        let registry = Registry::new(1, 1);
         let (a, _) = admitted(&registry);
         drop(a);
         assert!(!ready(registry.room()), "nobody waited: no wake-up");
@@ -372,15 +425,20 @@ mod tests {
         assert!(a.begin_request());
         a.end_request();
         assert!(!ready(registry.room()), "nobody waited: no wake-up");
-        assert!(wait(&registry));
+        let (b, _) = evicting(&registry);
+        assert!(b.begin_request());
+        assert!(waits(&registry), "a is closing, b busy");
         drop(a);
         assert!(ready(registry.room()));
-        let _b = admitted(&registry);
+        assert!(waits(&registry), "b is still busy");
+        b.end_request();
+        assert!(ready(registry.room()));
+        let _c = evicting(&registry);
     }
 
     #[tokio::test]
     async fn stopping_evicts_every_waiting_connection_and_no_busy_one() {
-        let registry = Registry::new(3);
+        let registry = Registry::new(3, 1);
         let (_a, a_task) = admitted(&registry);
         let (b, b_task) = admitted(&registry);
         let (_c, c_task) = admitted(&registry);
@@ -392,7 +450,8 @@ mod tests {
     }
 
     /// Any sequence of accepts, requests and closes, against a model that keeps the waiting
-    /// connections in a plain list: the same one is evicted each time, the limit always holds.
+    /// connections in a plain list: the same one is evicted each time, and the open connections
+    /// never pass the limit plus those closing, nor those closing their bound.
     mod model {
         use proptest::prelude::*;
 
@@ -423,33 +482,41 @@ mod tests {
             evicted: bool,
         }
 
-        async fn run(limit: usize, steps: Vec<Step>) -> Result<(), TestCaseError> {
-            let registry = Registry::new(limit);
+        async fn run(
+            limit: usize,
+            closing_at_most: usize,
+            steps: Vec<Step>,
+        ) -> Result<(), TestCaseError> {
+            let registry = Registry::new(limit, closing_at_most);
             let mut open: Vec<Open> = Vec::new();
             // Ids of the waiting connections, longest waiting first.
             let mut waiting: Vec<usize> = Vec::new();
             let mut next_id = 0;
             for step in steps {
                 match step {
-                    Step::Accept if open.len() < limit => {
-                        let (connection, task) = admitted(&registry);
-                        open.push(Open {
-                            id: next_id,
-                            connection,
-                            task,
-                            busy: false,
-                            evicted: false,
-                        });
-                        waiting.push(next_id);
-                        next_id += 1;
-                    }
                     Step::Accept => {
-                        let closing = open.iter().any(|o| o.evicted);
-                        let evicts = !closing && !waiting.is_empty();
-                        prop_assert_eq!(wait(&registry), evicts);
-                        if evicts {
-                            let id = waiting.remove(0);
-                            open.iter_mut().find(|o| o.id == id).unwrap().evicted = true;
+                        let closing = open.iter().filter(|o| o.evicted).count();
+                        let room = open.len() - closing < limit;
+                        let evicts = !room && closing < closing_at_most && !waiting.is_empty();
+                        match arrive(&registry) {
+                            None => prop_assert!(!room && !evicts),
+                            Some((connection, task, evicted)) => {
+                                prop_assert!(room || evicts);
+                                prop_assert_eq!(evicted, evicts);
+                                if evicts {
+                                    let id = waiting.remove(0);
+                                    open.iter_mut().find(|o| o.id == id).unwrap().evicted = true;
+                                }
+                                open.push(Open {
+                                    id: next_id,
+                                    connection,
+                                    task,
+                                    busy: false,
+                                    evicted: false,
+                                });
+                                waiting.push(next_id);
+                                next_id += 1;
+                            }
                         }
                     }
                     Step::Begin(i) if !open.is_empty() => {
@@ -479,6 +546,8 @@ mod tests {
                     }
                     _ => {}
                 }
+                let closing = open.iter().filter(|o| o.evicted).count();
+                prop_assert!(closing <= closing_at_most && open.len() <= limit + closing);
                 for o in &open {
                     prop_assert_eq!(evicted(&o.task).await, o.evicted);
                 }
@@ -490,12 +559,13 @@ mod tests {
             #[test]
             fn evicts_as_a_list_of_waiting_connections_would(
                 limit in 1usize..5,
+                closing_at_most in 1usize..4,
                 steps in proptest::collection::vec(step(), 1..60),
             ) {
                 tokio::runtime::Builder::new_current_thread()
                     .build()
                     .unwrap()
-                    .block_on(run(limit, steps))?;
+                    .block_on(run(limit, closing_at_most, steps))?;
             }
         }
     }

@@ -319,7 +319,8 @@ def memory_budget():
     section = text.split("## Per connection", 1)[1]
     rows = dict(re.findall(r"^\| ([^|]+?) \| ([\d.,]+(?: MiB| KiB)?) \|$", section, re.M))
     assert {"a connection in a flood of full heads, with its socket", "`MAX_CONNECTIONS`",
-            "the service's own peak, span queue full", "the container's limit"} <= rows.keys(), rows
+            "evicted connections still closing, at most", "the service's own peak, span queue full",
+            "the container's limit"} <= rows.keys(), rows
     return rows
 
 
@@ -334,11 +335,14 @@ def test_the_default_connection_limit_fits_the_app_container():
     assert "MAX_CONNECTIONS" not in env_of(APP), "the budget is for the default"
     connections = figure("`MAX_CONNECTIONS`", "")
     assert connections == default
+    server = (ROOT / "src/server.rs").read_text()
+    closing = int(re.search(r"pub const EVICTED_CLOSING_AT_MOST: usize = (\d+);", server).group(1))
+    assert figure("evicted connections still closing, at most", "") == closing
     limit = mebibytes(APP["resources"]["limits"]["memory"])
     assert figure("the container's limit", " MiB") == limit
     each = figure("a connection in a flood of full heads, with its socket", " KiB")
     own = figure("the service's own peak, span queue full", " MiB")
-    total = own + connections * each / 1024
+    total = own + (connections + closing) * each / 1024
     assert abs(figure("in all", " MiB") - total) < 0.1
     # Room left for what no figure shows (allocator fragmentation, page cache charged to the cgroup).
     assert total <= limit - 8
