@@ -76,19 +76,22 @@ test-rust:
 ## listener's, whatever the exporter) and loadgen as a traced client (100 requests, 100 whole traces:
 ## loadgen's span at the root, the service's its child)
 EXPORTERS := opentelemetry-datadog datadog-opentelemetry
+# One command line for every suite, so that one release build serves them all: the whole workspace
+# (its features unified as `make release` unifies them, so the dependencies are built once for
+# both), every suite's binary compiled side by side first.
+CONFORMANCE_TEST = $(CARGO) test --release --workspace --features apm-demo/conformance,loadgen/conformance
 conformance: venv mariadb
+	$(CONFORMANCE_TEST) --no-run --test conformance --test faults --test database --test limits --test trace_agent
 	@for exporter in $(EXPORTERS); do \
 		echo "== TRACE_EXPORTER=$$exporter"; \
 		TRACE_EXPORTER=$$exporter DDAPM_TEST_AGENT=$(CURDIR)/$(VENV)/bin/ddapm-test-agent \
-			$(CARGO) test --release --features conformance --test conformance || exit 1; \
-		TRACE_EXPORTER=$$exporter \
-			$(CARGO) test --release --features conformance --test faults -- --test-threads=1 || exit 1; \
+			$(CONFORMANCE_TEST) --test conformance || exit 1; \
+		TRACE_EXPORTER=$$exporter $(CONFORMANCE_TEST) --test faults -- --test-threads=1 || exit 1; \
 		TRACE_EXPORTER=$$exporter DDAPM_TEST_AGENT=$(CURDIR)/$(VENV)/bin/ddapm-test-agent \
-			$(CARGO) test --release --features conformance --test database -- --test-threads=1 || exit 1; \
+			$(CONFORMANCE_TEST) --test database -- --test-threads=1 || exit 1; \
 	done
-	$(CARGO) test --release --features conformance --test limits -- --test-threads=1
-	DDAPM_TEST_AGENT=$(CURDIR)/$(VENV)/bin/ddapm-test-agent \
-		$(CARGO) test --release -p loadgen --features conformance --test trace_agent
+	$(CONFORMANCE_TEST) --test limits -- --test-threads=1
+	DDAPM_TEST_AGENT=$(CURDIR)/$(VENV)/bin/ddapm-test-agent $(CONFORMANCE_TEST) --test trace_agent
 
 ## test-python: agent-config (custom check, MySQL and DBM setup on a real MariaDB), the compose file
 ## and Dockerfiles, the secret scan, a headless Chromium on the service, `make local` end to end,

@@ -1,10 +1,14 @@
 //! loadgen's entry point: parse, run, report; the exit code tells scripts how it went.
 //!
 //! Exit codes: 0 done; 1 could not run (target unreachable); 2 bad flags; 3 --max-error-rate exceeded.
-//! SIGTERM or Ctrl-C ends a run early as its end would: the summary of what was sent, exit 0.
+//! SIGTERM or Ctrl-C ends a run early as its end would: the summary of what was sent, then exit 0
+//! after SIGTERM, and after Ctrl-C (SIGINT) an end by SIGINT, as a program that handles Ctrl-C
+//! should (<https://www.cons.org/cracauer/sigint.html>): a shell script running loadgen learns it
+//! was interrupted and stops too, where an exit 0 would let bash carry on with the script.
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
 use loadgen::Args;
@@ -41,6 +45,10 @@ fn main() -> ExitCode {
         write!(std::io::stdout(), "{}", summary.table())
     };
     drop(printed);
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        drop(runtime);
+        end_by_sigint();
+    }
     match output.max_error_rate {
         Some(limit) if summary.overall.error_rate > limit => {
             eprintln!(
@@ -52,6 +60,9 @@ fn main() -> ExitCode {
         _ => ExitCode::SUCCESS,
     }
 }
+
+/// Whether the run was stopped by Ctrl-C (SIGINT).
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// The first SIGTERM (`docker compose stop`, a deleted Kubernetes Job) or Ctrl-C. Installed by the
 /// binary only: the library's callers (the tests) keep their own signal handling.
@@ -68,7 +79,25 @@ async fn stop_signal() {
     let terminate = std::future::pending::<()>();
     tokio::select! {
         _ = terminate => {}
-        _ = tokio::signal::ctrl_c() => {}
+        _ = tokio::signal::ctrl_c() => INTERRUPTED.store(true, Ordering::SeqCst),
     }
     eprintln!("loadgen: stopping early: the requests in flight finish, then the summary");
+}
+
+/// Ends the process by SIGINT, its default action restored (the runtime's handler caught it).
+#[cfg(unix)]
+fn end_by_sigint() -> ! {
+    // SAFETY: signal(2) and raise(3) with a valid signal number and the default action, from the
+    // main thread on the way out; no handler of ours runs.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+        libc::raise(libc::SIGINT);
+    }
+    // Not reached: SIGINT's default action ends the process. 130 is how a shell reports it.
+    std::process::exit(130)
+}
+
+#[cfg(not(unix))]
+fn end_by_sigint() -> ! {
+    std::process::exit(130)
 }

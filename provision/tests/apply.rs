@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -190,10 +190,8 @@ async fn delete_dashboard(State(s): State<Shared>, Path(id): Path<String>) -> St
     StatusCode::OK
 }
 
-async fn list_monitors(
-    State(s): State<Shared>,
-    Query(q): Query<HashMap<String, String>>,
-) -> axum::Json<Value> {
+async fn list_monitors(State(s): State<Shared>, RawQuery(q): RawQuery) -> axum::Json<Value> {
+    let q = query(q);
     let s = s.lock().unwrap();
     let tag = q.get("monitor_tags").cloned().unwrap_or_default();
     let found: Vec<Value> = s
@@ -292,7 +290,15 @@ async fn cancel_downtime(State(s): State<Shared>, Path(id): Path<String>) -> Sta
     StatusCode::NO_CONTENT
 }
 
-async fn snapshot(Query(q): Query<HashMap<String, String>>) -> axum::Json<Value> {
+/// A request's query string, decoded.
+fn query(raw: Option<String>) -> HashMap<String, String> {
+    url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+async fn snapshot(RawQuery(q): RawQuery) -> axum::Json<Value> {
+    let q = query(q);
     assert_eq!(q["metric_query"], "avg:my_metric{host:test-host}");
     axum::Json(
         json!({"snapshot_url": "https://p.datadoghq.com/snapshot/view/x.png", "metric_query": q["metric_query"]}),
