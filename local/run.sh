@@ -165,7 +165,16 @@ os.replace(path + ".new", path)' "$flags_file" "$FAULT"
     echo "FAULT=$FAULT: switched on at $(date -u -d "@$((fault_start / 1000000000))" +%H:%M:%S) UTC, $(printf %.1f "$(python3 -c 'import sys; print(float(sys.argv[1]) / 3)' "$seconds")") s into the load: $(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["flags"][sys.argv[2]].get("metadata", {}).get("description", ""))' "$flags_file" "$FAULT")"
     fault_args=(--fault "$FAULT" --fault-start "$fault_start")
 fi
-wait "$loadgen" || fail "loadgen failed (status $?): its message is above"
+wait "$loadgen" || {
+    status=$?
+    # Ctrl-C: loadgen ends by SIGINT once its summary is out (docs/loadgen.md), and bash, waiting
+    # for it, does not run the INT trap then: stop here as the trap does.
+    if ((status == 130)); then
+        echo "interrupted: stopping everything"
+        exit 130
+    fi
+    fail "loadgen failed (status $status): its message is above"
+}
 if [[ -n $FAULT ]]; then
     rss_after=$(awk '/VmRSS/ {print $2}' "/proc/$app/status")
     echo "the service's resident memory: $((rss_before / 1024)) MiB when $FAULT went on, $((rss_after / 1024)) MiB at the end of the load"
