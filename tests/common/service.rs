@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -55,11 +55,21 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// One client for the whole test process: building one takes about 100 ms (reqwest's TLS setup,
+/// native-tls, which provision brings into the workspace's reqwest), which made a test of 1,000
+/// requests take 100 s. No connection is kept idle: each request opens its own, as a client of its
+/// own did.
 pub fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
+    static CLIENT: OnceLock<reqwest::blocking::Client> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap()
+        })
+        .clone()
 }
 
 /// The release binary on a free port, its stdout captured line by line.
