@@ -5,10 +5,11 @@
 //! overload"):
 //! - at most `MAX_CONNECTIONS` open connections (and a few evicted ones closing). Past the limit a
 //!   new connection takes the place of the one that has waited longest for a request head (silent,
-//!   trickling, or idle between requests; [`registry`]), which is closed with no answer; a connection with a request in flight
-//!   is never closed for a newcomer, and only when every connection has one does a newcomer wait
-//!   (in the kernel's listen backlog). A flood of connections that send nothing thus cannot lock
-//!   real clients out: every new connection gets in, and the attacker's connections take turns;
+//!   trickling, or idle between requests; [`registry`]), which is closed with no answer; a
+//!   connection with a request in flight is never closed for a newcomer, and only when every
+//!   connection has one does a newcomer wait (in the kernel's listen backlog). A flood of
+//!   connections that send nothing thus cannot lock real clients out: every new connection gets in,
+//!   and the attacker's connections take turns;
 //! - a connection whose request head has not arrived within `HEADER_READ_TIMEOUT` of the server
 //!   starting to wait for it is closed (hyper starts that timer on a new connection and again after
 //!   each answer);

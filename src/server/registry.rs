@@ -95,11 +95,9 @@ impl Registry {
         let mut table = self.lock();
         let evicted = if table.entries.len() - table.closing < table.limit {
             false
-        } else if let Some(key) = table
-            .oldest
-            .filter(|_| table.closing < table.closing_at_most)
+        } else if table.closing < table.closing_at_most
+            && let Some(key) = table.pop_oldest()
         {
-            table.unlink(key);
             table.evict(key);
             true
         } else {
