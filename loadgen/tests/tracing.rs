@@ -14,8 +14,9 @@ use axum::http::{HeaderMap, StatusCode};
 use serde_json::Value;
 
 use common::agent::{Agent, Answer};
-use common::{Behaviour, load, loadgen, loadgen_with, serve};
+use common::{Behaviour, OK_THEN_CLOSE, load, loadgen, loadgen_with, read_head, serve};
 use loadgen::export::SpanCounts;
+use tokio::io::AsyncWriteExt;
 
 fn header(headers: &HeaderMap, name: &str) -> String {
     headers[name].to_str().unwrap().to_owned()
@@ -321,13 +322,20 @@ async fn a_5xx_is_an_error_span_with_its_status() {
     }
 }
 
-/// A listener that takes loadgen's first connection (its check that the target is up) and is then
-/// gone, so that every request after fails to connect.
-async fn gone_after_the_first_connection() -> String {
+/// A target that answers one request and is gone: it takes loadgen's check that it is up and the
+/// first request's connection, stops listening, and only then answers (closing the connection), so
+/// every request after that fails to connect. Stopping at the check itself would race loadgen's
+/// first connection, which nothing orders after the listener's close.
+async fn gone_after_one_answer() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
-        let _first = listener.accept().await;
+        let _check = listener.accept().await.unwrap();
+        let (mut first, _) = listener.accept().await.unwrap();
+        drop(listener);
+        if read_head(&mut first).await {
+            let _ = first.write_all(OK_THEN_CLOSE).await;
+        }
     });
     url
 }
@@ -350,17 +358,19 @@ async fn a_request_with_no_answer_is_an_error_span_of_its_kind() {
             held.push(socket);
         }
     });
-    let gone_url = gone_after_the_first_connection().await;
+    let gone_url = gone_after_one_answer().await;
 
-    for (url, extra, kind, message) in [
-        (&hang_up_url, None, "io", "the connection broke"),
-        (&silent_url, Some("200ms"), "timeout", "--timeout"),
-        (&gone_url, None, "connect", "could not be opened"),
+    // Four requests without an answer each; the gone target answers one before them.
+    for (url, extra, kind, message, answered) in [
+        (&hang_up_url, None, "io", "the connection broke", 0),
+        (&silent_url, Some("200ms"), "timeout", "--timeout", 0),
+        (&gone_url, None, "connect", "could not be opened", 1),
     ] {
         let agent = Agent::start(Answer::Accept).await;
+        let requests = (4 + answered).to_string();
         let mut args = vec![
             "-n",
-            "4",
+            &requests,
             "-c",
             "1",
             "--mix",
@@ -376,11 +386,12 @@ async fn a_request_with_no_answer_is_an_error_span_of_its_kind() {
         let spans = agent.spans();
         assert_eq!(
             spans.len(),
-            4,
+            4 + answered,
             "{kind}: a span for every request, answered or not"
         );
-        for span in &spans {
-            assert_eq!(span["error"], 1, "{kind}");
+        let failed: Vec<_> = spans.iter().filter(|span| span["error"] == 1).collect();
+        assert_eq!(failed.len(), 4, "{kind}");
+        for span in failed {
             assert_eq!(meta(span, "error.type"), kind);
             assert!(meta(span, "error.message").contains(message), "{span}");
             assert!(
@@ -776,8 +787,9 @@ async fn without_an_agent_the_headers_name_made_up_traces_as_before() {
         summary.table()
     );
 
-    // A request that never left named no trace: no span of loadgen's, none of the service's.
-    let gone = gone_after_the_first_connection().await;
+    // A request that never left named no trace: no span of loadgen's, none of the service's. The
+    // one answered before the target was gone is named, the three that could not connect are not.
+    let gone = gone_after_one_answer().await;
     let summary = load(
         &gone,
         &[
@@ -792,9 +804,10 @@ async fn without_an_agent_the_headers_name_made_up_traces_as_before() {
         ],
     )
     .await;
-    assert_eq!(summary.overall.error_kinds["connect"], 4);
+    assert_eq!(summary.overall.error_kinds["connect"], 3);
+    assert_eq!(summary.overall.errors, 3);
     assert!(summary.paths[0].failed.as_ref().unwrap().is_empty());
-    assert!(!summary.table().contains("traces to open"));
+    assert_eq!(summary.paths[0].slowest.as_ref().unwrap().len(), 1);
 }
 
 #[test]

@@ -102,6 +102,25 @@ pub async fn serve(behaviour: Behaviour) -> (String, Arc<Mutex<Seen>>) {
     (url, seen)
 }
 
+/// An answer a raw test server writes: 200, empty, and the connection closes after it.
+pub const OK_THEN_CLOSE: &[u8] =
+    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+
+/// Reads one request head (loadgen's GETs carry no body) from a raw test server's `socket`;
+/// false when the peer closed first.
+pub async fn read_head(socket: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buffer = [0; 1024];
+    while !head.ends_with(b"\r\n\r\n") {
+        match socket.read(&mut buffer).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => head.extend_from_slice(&buffer[..n]),
+        }
+    }
+    true
+}
+
 pub async fn load(url: &str, args: &[&str]) -> Summary {
     let args = Args::try_parse_from(["loadgen", url].iter().chain(args)).unwrap();
     loadgen::execute(args.into_plan().unwrap()).await.unwrap()
