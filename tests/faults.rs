@@ -18,7 +18,9 @@ use common::agent::{Behaviour, TestAgent};
 use common::service::{Service, free_port};
 
 /// Scheduling noise on a shared 2-core machine that a p99 comparison allows on top of the 10%: a
-/// p99 of a few hundred microseconds moves by this much between identical runs.
+/// p99 of a few hundred microseconds moves by this much between identical runs on a quiet machine.
+/// When the host is noisy (a virtual machine's neighbours: p99s of 3-10 ms for a while, measured),
+/// the rounds' own spread is allowed instead, as the difference no comparison can resolve then.
 const P99_SLACK_MS: f64 = 0.25;
 const RATE: &str = "400";
 /// Each measurement: 2 s at 400 requests/s; three alternating rounds per side.
@@ -58,8 +60,8 @@ fn rss_kib(service: &Service) -> u64 {
 }
 
 /// Runs the same load, alternately, against a service with a healthy agent and one whose agent has
-/// `fault` (`None`: nothing listens on its port); returns the median p99 of each (healthy, faulty).
-fn compare_with_healthy(fault: Option<Behaviour>) -> (f64, f64) {
+/// `fault` (`None`: nothing listens on its port).
+fn compare_with_healthy(fault: Option<Behaviour>) -> Comparison {
     let healthy_agent = TestAgent::start(Behaviour::Healthy);
     let faulty_agent = fault.map(TestAgent::start);
     let faulty_url = match &faulty_agent {
@@ -87,27 +89,55 @@ fn compare_with_healthy(fault: Option<Behaviour>) -> (f64, f64) {
     let rss = rss_kib(&faulty);
     assert!(healthy.terminate().success());
     assert!(faulty.terminate().success());
-    let (healthy_p99, faulty_p99) = (median(healthy_p99), median(faulty_p99));
+    let comparison = Comparison {
+        healthy: median(&healthy_p99),
+        faulty: median(&faulty_p99),
+        noise: spread(&healthy_p99).max(spread(&faulty_p99)),
+    };
     println!(
-        "agent {label}: median p99 {faulty_p99:.3} ms against {healthy_p99:.3} ms healthy; RSS {rss} KiB"
+        "agent {label}: median p99 {:.3} ms against {:.3} ms healthy (rounds {faulty_p99:?} and \
+         {healthy_p99:?}); RSS {rss} KiB",
+        comparison.faulty, comparison.healthy
     );
     assert!(rss < 64 * 1024, "{label}: RSS {rss} KiB stays bounded");
     if fault.is_some() {
         let failed = faulty_agent.as_ref().map(|a| a.spans().len()).unwrap_or(0);
         assert_eq!(failed, 0, "{label}: the faulty agent accepted nothing");
     }
-    (healthy_p99, faulty_p99)
+    comparison
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+/// Median p99s of the two sides, and the noise: how far apart one side's rounds were (identical
+/// runs). A cost the fault puts on every request moves the faulty side's median, not its spread.
+struct Comparison {
+    healthy: f64,
+    faulty: f64,
+    noise: f64,
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut values = values.to_vec();
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }
 
-fn assert_p99_within_ten_percent(label: &str, (healthy, faulty): (f64, f64)) {
+fn spread(values: &[f64]) -> f64 {
+    let (min, max) = values.iter().fold((f64::MAX, f64::MIN), |(min, max), &v| {
+        (min.min(v), max.max(v))
+    });
+    max - min
+}
+
+fn assert_p99_within_ten_percent(label: &str, comparison: Comparison) {
+    let Comparison {
+        healthy,
+        faulty,
+        noise,
+    } = comparison;
+    let slack = noise.max(P99_SLACK_MS);
     assert!(
-        faulty <= healthy * 1.10 + P99_SLACK_MS,
-        "{label}: p99 {faulty:.3} ms is more than 10% (+{P99_SLACK_MS} ms) above the healthy {healthy:.3} ms"
+        faulty <= healthy * 1.10 + slack,
+        "{label}: p99 {faulty:.3} ms is more than 10% (+{slack:.3} ms of noise) above the healthy {healthy:.3} ms"
     );
 }
 
