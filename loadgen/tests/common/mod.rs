@@ -106,19 +106,21 @@ pub async fn serve(behaviour: Behaviour) -> (String, Arc<Mutex<Seen>>) {
 pub const OK_THEN_CLOSE: &[u8] =
     b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 
-/// Reads one request head (loadgen's GETs carry no body) from a raw test server's `socket`;
-/// false when the peer closed first.
-pub async fn read_head(socket: &mut tokio::net::TcpStream) -> bool {
+/// Reads from a raw test server's `socket` up to the end of a request head: what was read, and where
+/// the head ends (its body, if any, starts there); `None` when the peer closed first.
+pub async fn read_head(socket: &mut tokio::net::TcpStream) -> Option<(Vec<u8>, usize)> {
     use tokio::io::AsyncReadExt;
-    let mut head = Vec::new();
-    let mut buffer = [0; 1024];
-    while !head.ends_with(b"\r\n\r\n") {
+    let mut request = Vec::new();
+    let mut buffer = [0; 65536];
+    loop {
         match socket.read(&mut buffer).await {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => head.extend_from_slice(&buffer[..n]),
+            Ok(0) | Err(_) => return None,
+            Ok(n) => request.extend_from_slice(&buffer[..n]),
+        }
+        if let Some(at) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some((request, at + 4));
         }
     }
-    true
 }
 
 pub async fn load(url: &str, args: &[&str]) -> Summary {
